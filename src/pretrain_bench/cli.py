@@ -32,7 +32,7 @@ def summary(r: dict) -> str:
         return f"{head}: {r['error']}"
     stats, mfu = r["timing"]["stats"], r["flops"]["mfu"]
     mfu_text = "MFU n/a on CPU" if mfu is None else f"MFU {mfu:.1%}"
-    text = (f"{head}: {r['throughput']['tokens_per_s']:,.0f} tokens/s, step {stats['median']:.3f} s "
+    text = (f"{head}: {report.rate(r['throughput'], unit=True)}, step {stats['median']:.3f} s "
             f"(IQR {stats['iqr']:.3f} s, n={stats['n']}), {mfu_text}, peak memory {r['memory']['peak_gib']:.2f} GiB")
     if r.get("target"):
         t = r["target"]

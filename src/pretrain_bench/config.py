@@ -21,7 +21,8 @@ from pretrain_bench import hardware
 
 CONFIG_DIR = Path(os.environ.get("PRETRAIN_BENCH_CONFIGS", Path(__file__).resolve().parents[2] / "configs"))
 
-FAMILIES = ("gpt_neox", "gpt2", "llama")
+FAMILIES = ("gpt_neox", "gpt2", "llama", "roberta", "mamba", "vit", "convnext")
+VISION_FAMILIES = ("vit", "convnext")  # trained on images: throughput and FLOPs per image
 BACKENDS = ("single", "ddp", "fsdp", "deepspeed")
 RECIPE_PRECISIONS = ("fp32", "bf16", "fp16")
 TRICK_PRECISIONS = ("recipe", *RECIPE_PRECISIONS)
@@ -73,12 +74,35 @@ class ModelConfig:
     rope_theta: float = 10000.0  # RoPE base frequency (gpt_neox, llama)
     parallel_residual: bool = True
     tie_embeddings: bool = False
-    global_batch: int = 1024  # sequences per optimizer step
+    global_batch: int = 1024  # sequences (images for vision models) per optimizer step
+    mask_prob: float = 0.15  # roberta: share of each sequence's tokens masked for the MLM loss
+    state_size: int = 16  # mamba: SSM state per channel (N)
+    expand: int = 2  # mamba: inner width ÷ hidden_size
+    conv_kernel: int = 4  # mamba: causal convolution width
+    image_size: int = 224  # vit, convnext: square input side in pixels
+    patch_size: int = 16  # vit: square patch side in pixels
+    num_channels: int = 3  # vit, convnext
+    num_classes: int = 1000  # vit, convnext: classifier outputs
+    depths: list[int] = field(default_factory=list)  # convnext: blocks per stage
+    widths: list[int] = field(default_factory=list)  # convnext: channels per stage (hidden_size is the last)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
     @property
     def ffn_size(self) -> int:
         return self.intermediate_size or 4 * self.hidden_size
+
+    @property
+    def is_vision(self) -> bool:
+        return self.family in VISION_FAMILIES
+
+    @property
+    def tokens_per_sample(self) -> int:
+        """Throughput units per sample: tokens of a sequence, or 1 for an image (vision rates are images/s)."""
+        return 1 if self.is_vision else self.seq_len
+
+    @property
+    def unit(self) -> str:
+        return "image" if self.is_vision else "token"
 
 
 @dataclass
@@ -272,6 +296,7 @@ def validate(cfg: BenchConfig) -> None:
         if m.num_heads % m.num_kv_heads:
             raise ConfigError("model.num_kv_heads", f"must divide model.num_heads ({m.num_heads}), "
                                                     f"got {m.num_kv_heads}")
+    _validate_family(m)
     if not m.rope_theta > 0:  # also rejects nan
         raise ConfigError("model.rope_theta", f"must be > 0, got {m.rope_theta}")
     if not 0 < m.rotary_pct <= 1:
@@ -335,6 +360,34 @@ def validate(cfg: BenchConfig) -> None:
                                          f"micro_batch values that divide it: {', '.join(map(str, fits)) or 'none'}")
 
 
+def _validate_family(m: ModelConfig) -> None:
+    """The shape keys that only some families read."""
+    if m.family == "roberta" and not 0 < m.mask_prob < 1:
+        raise ConfigError("model.mask_prob", f"must be in (0, 1), got {m.mask_prob}")
+    if m.family == "mamba":
+        for key in ("state_size", "expand", "conv_kernel"):
+            _positive(f"model.{key}", getattr(m, key))
+    if m.is_vision:
+        for key in ("image_size", "num_channels"):
+            _positive(f"model.{key}", getattr(m, key))
+        _positive("model.num_classes", m.num_classes, 2)
+    if m.family == "vit":
+        _positive("model.patch_size", m.patch_size)
+        if m.image_size % m.patch_size:
+            raise ConfigError("model.patch_size", f"must divide model.image_size ({m.image_size}), got "
+                                                  f"{m.patch_size}")
+    if m.family == "convnext":
+        if not m.depths or len(m.depths) != len(m.widths) or min(m.depths + m.widths) < 1:
+            raise ConfigError("model.depths", f"convnext needs model.depths and model.widths of equal, non-zero "
+                                              f"length with positive entries; got {m.depths} and {m.widths}")
+        if (m.hidden_size, m.num_layers) != (m.widths[-1], sum(m.depths)):
+            raise ConfigError("model.hidden_size", f"convnext: hidden_size must be the last width ({m.widths[-1]}) "
+                                                   f"and num_layers the number of blocks ({sum(m.depths)})")
+        if m.image_size % (4 * 2 ** (len(m.depths) - 1)):
+            raise ConfigError("model.image_size", f"must be divisible by {4 * 2 ** (len(m.depths) - 1)} (the stem "
+                                                  f"and {len(m.depths) - 1} down-samplings), got {m.image_size}")
+
+
 def divisors(n: int) -> list[int]:
     """Every divisor of n, in O(√n): the micro-batch sizes that split a per-device batch evenly."""
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
@@ -345,6 +398,9 @@ def _validate_target(cfg: BenchConfig) -> None:
     t = cfg.target
     for key in ("eval_every", "eval_sequences", "max_steps", "seeds"):
         _positive(f"target.{key}", getattr(t, key))
+    if cfg.data.source != "synthetic" and cfg.model.family in ("roberta", *VISION_FAMILIES):
+        raise ConfigError("data.source", f"real text trains the causal language models only; model.family "
+                                         f"{cfg.model.family!r} takes data=synthetic")
     if t.loss is not None:
         if t.loss <= 0:
             raise ConfigError("target.loss", f"must be > 0, got {t.loss}")

@@ -35,7 +35,7 @@ def recipe_estimate(record: dict[str, Any]) -> dict[str, Any] | None:
     gpu_days = days * world
     hourly, purchase = prices(record)
     flops = record["flops"]
-    tokens = recipe_steps * record["cell"]["global_batch"] * record["cell"]["seq_len"]
+    tokens = recipe_steps * round(record["throughput"]["tokens_per_s"] * stats["median"])  # images for vision
     floor_days = None
     if flops["peak_per_device"]:
         floor_days = tokens * flops["per_token"] / (flops["peak_per_device"] * world) / SECONDS_PER_DAY

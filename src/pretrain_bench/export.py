@@ -14,15 +14,12 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from pretrain_bench import hardware
+from pretrain_bench import hardware, models
 from pretrain_bench.config import CONFIG_DIR, BenchConfig, from_dict, options
 from pretrain_bench.strategies.zero_config import deepspeed_config
 
 TARGETS = ("hf", "deepspeed", "accelerate")
 FILENAMES = {"hf": "training_args.json", "deepspeed": "deepspeed.json", "accelerate": "accelerate.yaml"}
-# The repeated transformer block of each family: the unit FSDP wraps. models.py builds these classes but names
-# them only through torch modules, so the names live here (tests check them against the built models).
-BLOCK_CLASSES = {"gpt_neox": "GPTNeoXLayer", "gpt2": "GPT2Block", "llama": "LlamaDecoderLayer"}
 # DeepSpeed config keys that HF's Trainer fills from TrainingArguments when they say "auto" (so they cannot
 # disagree with the exported TrainingArguments, whatever world size the user launches).
 _HF_FILLED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
@@ -76,7 +73,7 @@ def _hf_fsdp(cfg: BenchConfig) -> dict[str, Any]:
     return {"fsdp": True, "fsdp_config": {
         "version": 2, "reshard_after_forward": cfg.strategy.reshard_after_forward,
         "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-        "transformer_layer_cls_to_wrap": [BLOCK_CLASSES[cfg.model.family]],
+        "transformer_layer_cls_to_wrap": [models.family(cfg.model).block_class],
         "activation_checkpointing": cfg.tricks.activation_checkpointing}}
 
 
@@ -144,7 +141,7 @@ def _distributed_type(cfg: BenchConfig) -> str:
 def _accelerate_fsdp(cfg: BenchConfig) -> dict[str, Any]:
     return {"fsdp_version": 2, "fsdp_reshard_after_forward": cfg.strategy.reshard_after_forward,
             "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "fsdp_transformer_layer_cls_to_wrap": BLOCK_CLASSES[cfg.model.family],
+            "fsdp_transformer_layer_cls_to_wrap": models.family(cfg.model).block_class,
             "fsdp_activation_checkpointing": cfg.tricks.activation_checkpointing}
 
 

@@ -1,6 +1,7 @@
 """THE training loop, shared by every mode: whole optimizer steps, timed honestly.
 
-`data` is any batch source with `micro_batches(step, rank, world, micro_batch)` (synthetic or packed real text).
+`data` is any batch source with `micro_batches(step, rank, world, micro_batch)` (data.py's synthetic tokens,
+masked tokens or images, or corpus.py's packed real text).
 One step = every gradient-accumulation micro-batch (forward + backward, gradient sync only on the last) + clipping +
 optimizer + LR schedule. The clock starts after the device has finished all earlier work and stops after it has
 finished this step (`torch.cuda.synchronize`), so asynchronous kernel launches cannot hide GPU time. Reading the loss
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pretrain_bench.data import as_inputs
 from pretrain_bench.strategies.base import Runtime, Strategy
 
 
@@ -61,12 +63,12 @@ def train(model: nn.Module, strategy: Strategy, data, rt: Runtime, micro_batch: 
         synchronize(rt.device)
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=rt.device)
-        for i, ids in enumerate(micro):
+        for i, batch in enumerate(micro):
             is_last = i == n_micro - 1
             host_start = time.perf_counter()
             with strategy.micro_batch(is_last):
                 with strategy.autocast():
-                    loss = model(input_ids=ids, labels=ids).loss
+                    loss = model(**as_inputs(batch)).loss
                 strategy.backward(loss, n_micro, is_last)
             if i == 0:
                 first_micro = time.perf_counter() - host_start

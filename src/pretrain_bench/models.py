@@ -18,12 +18,20 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+TASKS = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoModelForMaskedLM",
+         "image_classification": "AutoModelForImageClassification"}
+
+
 @dataclass(frozen=True)
 class Family:
     hf_config: Callable[[ModelConfig], object]  # our shape -> a transformers config
-    blocks: Callable[[nn.Module], list[nn.Module]]  # the repeated transformer blocks of a built model
-    matmul_params: Callable[[ModelConfig], int]  # parameters that multiply activations (not lookups, not norms)
+    blocks: Callable[[nn.Module], list[nn.Module]]  # the repeated blocks of a built model (FSDP/AC/compile unit)
+    block_class: str  # their class name, for exported FSDP wrapping policies (tests check it against `blocks`)
     params: Callable[[ModelConfig], int]  # all parameters
+    flops_per_token: Callable[[ModelConfig], float]  # model FLOPs per trained token (per image for vision)
+    matmul_params: Callable[[ModelConfig], int] | None = None  # language models: weights that multiply activations
+    task: str = "causal_lm"  # a key of TASKS: which transformers head class is built
+    attention: bool = True  # False: the model has no attention layer to choose a kernel for
 
 
 def _kv_dim(m: ModelConfig) -> int:
@@ -106,10 +114,159 @@ def _llama_params(m: ModelConfig) -> int:
     return m.num_layers * (_layer_matmul_params(m, 3) + 2 * d) + _embedding_params(m) + d
 
 
+def _lm_flops(matmul_params: Callable[[ModelConfig], int]) -> Callable[[ModelConfig], float]:
+    """6·N_matmul + 12·L·d·T per token: see `flops_per_token`."""
+    return lambda m: 6.0 * matmul_params(m) + 12.0 * m.num_layers * m.hidden_size * m.seq_len
+
+
+# ---- RoBERTa: a post-LayerNorm encoder trained as a masked language model ------------------------------------------
+
+def _roberta_config(m: ModelConfig):
+    from transformers import RobertaConfig
+
+    # Positions start after the padding index (fairseq's convention, kept by transformers): seq_len + 2 rows. No
+    # dropout, so that every strategy computes the same training (its cost is elementwise, outside the FLOPs).
+    return RobertaConfig(
+        vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads, intermediate_size=m.ffn_size, max_position_embeddings=m.seq_len + 2,
+        type_vocab_size=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, tie_word_embeddings=True,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, use_cache=False)
+
+
+def _roberta_matmul_params(m: ModelConfig) -> int:
+    # + the MLM head's d×d transform; its decoder is the d×V matmul that _matmul_params counts
+    return _matmul_params(m, mlp_matrices=2) + m.hidden_size ** 2
+
+
+def _roberta_params(m: ModelConfig) -> int:
+    d, f, v = m.hidden_size, m.ffn_size, m.vocab_size
+    embeddings = v * d + (m.seq_len + 2) * d + d + 2 * d  # words (tied to the decoder), positions, one type, LN
+    layer = _layer_matmul_params(m, 2) + 4 * d + f + d + 4 * d  # + QKV/output biases, MLP biases, two LNs
+    head = d * d + d + 2 * d + v  # dense, LN, decoder bias
+    return embeddings + m.num_layers * layer + head
+
+
+# ---- Mamba: selective state-space blocks, no attention -------------------------------------------------------------
+
+def _mamba_dims(m: ModelConfig) -> tuple[int, int, int]:
+    """Inner width E, state size N and the rank R of the time-step projection (⌈d/16⌉, as the paper sets it)."""
+    return m.expand * m.hidden_size, m.state_size, -(-m.hidden_size // 16)
+
+
+def _mamba_config(m: ModelConfig):
+    from transformers import MambaConfig
+
+    # transformers runs the fused `mamba_ssm` / `causal_conv1d` kernels when they are installed, and its pure-PyTorch
+    # scan otherwise (the worker records which): both compute the same function.
+    return MambaConfig(
+        vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, state_size=m.state_size,
+        expand=m.expand, conv_kernel=m.conv_kernel, time_step_rank=_mamba_dims(m)[2], use_bias=False,
+        use_conv_bias=True, tie_word_embeddings=m.tie_embeddings, use_cache=False, pad_token_id=0,
+        bos_token_id=0, eos_token_id=0)
+
+
+def _mamba_matmul_params(m: ModelConfig) -> int:
+    """Per block: in-projection d×2E, the causal depthwise convolution (E·K taps), x-projection E×(R+2N),
+    time-step projection R×E, out-projection E×d, and the scan's read-out y = C·h (E·N per token, a contraction as
+    the fused kernel computes it); + the d×V output head. The scan's elementwise recurrence (discretisation, state
+    update) is not counted, as softmax and norms are not for transformers."""
+    e, n, r = _mamba_dims(m)
+    d = m.hidden_size
+    block = 2 * d * e + e * m.conv_kernel + e * (r + 2 * n) + r * e + e * d + e * n
+    return m.num_layers * block + d * m.vocab_size
+
+
+def _mamba_params(m: ModelConfig) -> int:
+    e, n, r = _mamba_dims(m)
+    d = m.hidden_size
+    block = (d + 2 * d * e + (e * m.conv_kernel + e) + e * (r + 2 * n) + (r * e + e) + e * n + e + e * d)
+    return m.num_layers * block + _embedding_params(m) + d  # + RMSNorm gains, final RMSNorm
+
+
+# ---- Vision: FLOPs per image -----------------------------------------------------------------------------------------
+
+def _patches(m: ModelConfig) -> int:
+    return (m.image_size // m.patch_size) ** 2
+
+
+def _vit_config(m: ModelConfig):
+    from transformers import ViTConfig
+
+    return ViTConfig(
+        hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+        intermediate_size=m.ffn_size, image_size=m.image_size, patch_size=m.patch_size, num_channels=m.num_channels,
+        num_labels=m.num_classes, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, qkv_bias=True)
+
+
+def _vit_params(m: ModelConfig) -> int:
+    d, f, p = m.hidden_size, m.ffn_size, m.patch_size
+    embeddings = d + (_patches(m) + 1) * d + m.num_channels * p * p * d + d  # [CLS], positions, patch conv
+    layer = _layer_matmul_params(m, 2) + 4 * d + f + d + 4 * d
+    return embeddings + m.num_layers * layer + 2 * d + d * m.num_classes + m.num_classes  # final LN, classifier
+
+
+def _vit_flops(m: ModelConfig) -> float:
+    """Per image, over T = patches + 1 ([CLS]) tokens: 6·(T·L·layer matmuls + d·classes for the [CLS] token) +
+    12·L·d·T² attention + 4·(patch-embedding matmul): the first layer's input (pixels) needs no gradient, so its
+    backward is the weight gradient alone."""
+    d, tokens = m.hidden_size, _patches(m) + 1
+    patch_embed = _patches(m) * m.num_channels * m.patch_size ** 2 * d
+    return (4.0 * patch_embed + 6.0 * (tokens * m.num_layers * _layer_matmul_params(m, 2) + d * m.num_classes)
+            + 12.0 * m.num_layers * d * tokens ** 2)
+
+
+def _convnext_config(m: ModelConfig):
+    from transformers import ConvNextConfig
+
+    return ConvNextConfig(
+        num_channels=m.num_channels, patch_size=4, num_stages=len(m.depths), hidden_sizes=list(m.widths),
+        depths=list(m.depths), image_size=m.image_size, num_labels=m.num_classes, drop_path_rate=0.0)
+
+
+def _convnext_stage_sizes(m: ModelConfig) -> list[int]:
+    """Feature-map side of each stage: the 4×4 stem, then a 2×2 down-sampling before every later stage."""
+    return [m.image_size // 4 // 2 ** i for i in range(len(m.depths))]
+
+
+def _convnext_params(m: ModelConfig) -> int:
+    c = m.widths
+    stem = m.num_channels * 16 * c[0] + c[0] + 2 * c[0]  # 4×4 convolution and its LayerNorm
+    down = sum(2 * c[i - 1] + 4 * c[i - 1] * c[i] + c[i] for i in range(1, len(c)))  # LN + 2×2 convolution
+    # block: 7×7 depthwise conv, LN, C→4C and 4C→C linears, layer scale
+    blocks = sum(depth * (49 * w + w + 2 * w + 4 * w * w + 4 * w + 4 * w * w + w + w)
+                 for depth, w in zip(m.depths, c, strict=True))
+    return stem + down + blocks + 2 * c[-1] + c[-1] * m.num_classes + m.num_classes  # final LN, classifier
+
+
+def _convnext_flops(m: ModelConfig) -> float:
+    """Per image: 6 × the multiply-accumulates of every convolution and linear layer (depthwise 7×7: 49·C per
+    position; point-wise: 8·C² per position; 2×2 down-sampling; the classifier), + 4 × the stem's (its input, the
+    pixels, needs no gradient)."""
+    c, sides = m.widths, _convnext_stage_sizes(m)
+    stem = sides[0] ** 2 * m.num_channels * 16 * c[0]
+    down = sum(sides[i] ** 2 * 4 * c[i - 1] * c[i] for i in range(1, len(c)))
+    blocks = sum(depth * s * s * (49 * w + 8 * w * w) for depth, s, w in zip(m.depths, sides, c, strict=True))
+    return 4.0 * stem + 6.0 * (down + blocks + c[-1] * m.num_classes)
+
+
 REGISTRY: dict[str, Family] = {
-    "gpt_neox": Family(_gpt_neox_config, lambda model: list(model.gpt_neox.layers), _gpt_matmul_params, _gpt_params),
-    "gpt2": Family(_gpt2_config, lambda model: list(model.transformer.h), _gpt_matmul_params, _gpt2_params),
-    "llama": Family(_llama_config, lambda model: list(model.model.layers), _llama_matmul_params, _llama_params),
+    "gpt_neox": Family(_gpt_neox_config, lambda model: list(model.gpt_neox.layers), "GPTNeoXLayer", _gpt_params,
+                       _lm_flops(_gpt_matmul_params), _gpt_matmul_params),
+    "gpt2": Family(_gpt2_config, lambda model: list(model.transformer.h), "GPT2Block", _gpt2_params,
+                   _lm_flops(_gpt_matmul_params), _gpt_matmul_params),
+    "llama": Family(_llama_config, lambda model: list(model.model.layers), "LlamaDecoderLayer", _llama_params,
+                    _lm_flops(_llama_matmul_params), _llama_matmul_params),
+    "roberta": Family(_roberta_config, lambda model: list(model.roberta.encoder.layer), "RobertaLayer",
+                      _roberta_params, _lm_flops(_roberta_matmul_params), _roberta_matmul_params, task="masked_lm"),
+    # No attention: the 12·L·d·T term is absent, and the scan's cost is linear in T.
+    "mamba": Family(_mamba_config, lambda model: list(model.backbone.layers), "MambaBlock", _mamba_params,
+                    lambda m: 6.0 * _mamba_matmul_params(m), _mamba_matmul_params, attention=False),
+    "vit": Family(_vit_config, lambda model: list(model.vit.layers), "ViTLayer", _vit_params, _vit_flops,
+                  task="image_classification"),
+    "convnext": Family(_convnext_config,
+                       lambda model: [layer for stage in model.convnext.encoder.stages for layer in stage.layers],
+                       "ConvNextLayer", _convnext_params, _convnext_flops, task="image_classification",
+                       attention=False),
 }
 assert set(REGISTRY) == set(FAMILIES), "config.FAMILIES must list exactly the registered families"
 
@@ -120,11 +277,13 @@ def family(m: ModelConfig) -> Family:
 
 def build_model(m: ModelConfig, attention: str = "sdpa") -> nn.Module:
     """A freshly initialised fp32 model of shape `m`, seeded by the caller's torch RNG state."""
-    from transformers import AutoModelForCausalLM
+    import transformers
 
+    fam = family(m)
     # from_config may mutate the config it is given (e.g. on a failed attention choice): build from a copy.
-    hf_config = copy.deepcopy(family(m).hf_config(m))
-    return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attention)
+    hf_config = copy.deepcopy(fam.hf_config(m))
+    kwargs = {"attn_implementation": attention} if fam.attention else {}
+    return getattr(transformers, TASKS[fam.task]).from_config(hf_config, **kwargs)
 
 
 def blocks(model: nn.Module, m: ModelConfig) -> list[nn.Module]:
@@ -136,12 +295,13 @@ def num_params(m: ModelConfig) -> int:
 
 
 def flops_per_token(m: ModelConfig) -> float:
-    """Model FLOPs per trained token, forward + backward: 6·N_matmul + 12·L·d·T.
+    """Model FLOPs per trained token (per image for vision models), forward + backward.
 
-    The same convention as PaLM (Chowdhery et al. 2022, App. B) and Megatron-LM's 72·B·s·l·h² formula: N_matmul counts
-    every weight that multiplies activations, including the output head and excluding the embedding lookup; the
-    attention term counts QKᵀ and AV over the full T×T score matrix (no causal discount) for every query head, also
-    under grouped-query attention (fewer K/V heads shrink N_matmul, not the scores). Recomputation from
-    activation checkpointing is *not* counted, so MFU reflects useful work only.
+    Language models: 6·N_matmul + 12·L·d·T, the convention of PaLM (Chowdhery et al. 2022, App. B) and Megatron-LM's
+    72·B·s·l·h² formula: N_matmul counts every weight that multiplies activations, including the output head and
+    excluding the embedding lookup; the attention term counts QKᵀ and AV over the full T×T score matrix (no causal
+    discount) for every query head, also under grouped-query attention (fewer K/V heads shrink N_matmul, not the
+    scores). Each family's function says what it counts beyond that (Mamba's scan, the vision stems). Recomputation
+    from activation checkpointing is *not* counted, so MFU reflects useful work only.
     """
-    return 6.0 * family(m).matmul_params(m) + 12.0 * m.num_layers * m.hidden_size * m.seq_len
+    return family(m).flops_per_token(m)

@@ -96,7 +96,7 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
         return out
     honest, legacy = measure.step_time_stats(m["step_s"]), measure.step_time_stats(m["legacy_step_s"])
     stats = legacy if cfg.timing == "legacy" else honest
-    tokens_per_step = cfg.model.global_batch * cfg.model.seq_len
+    tokens_per_step = cfg.model.global_batch * cfg.model.tokens_per_sample  # images for vision models
     tokens_per_s = tokens_per_step / stats["median"]
     spec = hardware.gpu(env.get("gpu_sku") or cfg.hardware.gpu)
     dtype = hardware.peak_dtype(cfg.precision, cfg.tricks.tf32)
@@ -112,9 +112,11 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
         "legacy": {"method": legacy_method, "step_s": m["legacy_step_s"], "stats": legacy,
                    "ratio_to_honest": legacy["median"] / honest["median"]},
     }
+    # `tokens_per_s` is the rate of the model's unit: tokens, or images for vision models (`unit` says which).
     out["throughput"] = {"tokens_per_s": tokens_per_s, "tokens_per_s_per_device": tokens_per_s / cfg.world_size,
-                         "sequences_per_s": cfg.model.global_batch / stats["median"]}
-    out["flops"] = {"per_token": per_token, "formula": "6*N_matmul + 12*L*d*T (models.flops_per_token)",
+                         "sequences_per_s": cfg.model.global_batch / stats["median"], "unit": cfg.model.unit}
+    out["flops"] = {"per_token": per_token, "formula": f"models.flops_per_token ({cfg.model.family}), per "
+                                                      f"{cfg.model.unit}",
                     "peak_dtype": dtype, "peak_per_device": spec.peak(dtype),
                     "mfu": measure.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size)}
     return out

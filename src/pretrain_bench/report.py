@@ -27,6 +27,15 @@ def _speed(r: dict) -> float:
     return (r.get("throughput") or {}).get("tokens_per_s", 0.0) if r["status"] == "ok" and r["valid"] else -1.0
 
 
+def rate(throughput: dict, unit: bool = False) -> str:
+    """The throughput figure; vision models count images, not tokens, and always say so."""
+    images = throughput.get("unit") == "image"
+    text = f"{throughput['tokens_per_s']:,.0f}"
+    if unit:
+        return f"{text} {'images' if images else 'tokens'}/s"
+    return f"{text} images" if images else text
+
+
 def row(r: dict, best: bool) -> dict[str, str]:
     c = r["cell"]
     out = dict.fromkeys(COLUMNS, "")
@@ -38,7 +47,7 @@ def row(r: dict, best: bool) -> dict[str, str]:
     if not r.get("throughput"):
         return out
     stats, mfu = r["timing"]["stats"], r["flops"]["mfu"]
-    out["tokens/s"] = f"{r['throughput']['tokens_per_s']:,.0f}"
+    out["tokens/s"] = rate(r["throughput"])
     out["MFU"] = "n/a (CPU)" if mfu is None else f"{mfu:.1%}"
     out["step s (median ± IQR/2)"] = f"{stats['median']:.3f} ± {stats['iqr'] / 2:.3f}"
     if r["timing"]["compile_s"] is not None:

@@ -8,6 +8,7 @@ so torchrun tears the others down instead of leaving them blocked in a collectiv
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import os
 import resource
@@ -20,8 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pretrain_bench import config, faults, hardware, loop, profiling, strategies, tricks
-from pretrain_bench.data import SyntheticTokens
+from pretrain_bench import config, data, faults, hardware, loop, profiling, strategies, tricks
 from pretrain_bench.strategies.base import Runtime
 
 
@@ -41,12 +41,16 @@ def runtime(cfg: config.BenchConfig) -> Runtime:
     return rt
 
 
-def device_env(rt: Runtime) -> dict:
+def device_env(rt: Runtime, m: config.ModelConfig) -> dict:
+    kernels = {}
+    if m.family == "mamba":  # transformers picks the fused kernels when they are installed (models._mamba_config)
+        fused = importlib.util.find_spec("mamba_ssm") and importlib.util.find_spec("causal_conv1d")
+        kernels["mamba_scan"] = "fused (mamba_ssm, causal_conv1d)" if fused else "pytorch"
     if rt.device.type == "cuda":
         name = torch.cuda.get_device_name(rt.device)
         return {"device_name": name, "gpu_sku": hardware.identify(name), "cuda": torch.version.cuda,
-                "device_count": torch.cuda.device_count()}
-    return {"device_name": "cpu", "gpu_sku": "cpu", "cuda": None, "torch_threads": torch.get_num_threads()}
+                "device_count": torch.cuda.device_count(), **kernels}
+    return {"device_name": "cpu", "gpu_sku": "cpu", "cuda": None, "torch_threads": torch.get_num_threads(), **kernels}
 
 
 def peak_memory(rt: Runtime) -> tuple[int, str]:
@@ -62,7 +66,7 @@ def peak_memory(rt: Runtime) -> tuple[int, str]:
 
 def batch_source(cfg: config.BenchConfig, rt: Runtime, corpus_path: str | None):
     if corpus_path is None:
-        return SyntheticTokens(cfg.model.vocab_size, cfg.model.seq_len, cfg.model.global_batch, cfg.seed, rt.device)
+        return data.synthetic(cfg.model, cfg.seed, rt.device)
     from pretrain_bench.corpus import PackedBatches, PackedCorpus
 
     return PackedBatches(PackedCorpus.open(corpus_path), cfg.model.global_batch, cfg.seed, rt.device)
@@ -115,7 +119,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and for every strategy
     strategy = strategies.create(cfg, rt)
     model = strategy.wrap(tricks.build_model(cfg, compile_blocks=strategy.compiles_blocks))
-    data = faults.inject(model, batch_source(cfg, rt, corpus_path), rt.rank)
+    batches = faults.inject(model, batch_source(cfg, rt, corpus_path), rt.rank)
     tracker = TargetTracker(cfg, model, strategy, rt, corpus_path) if mode == "target" else None
     setup_s = time.perf_counter() - started
     total = cfg.target.max_steps if tracker else cfg.warmup_steps + cfg.steps
@@ -135,7 +139,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
             profiler.step()
         return stop
 
-    logs = loop.train(model, strategy, data, rt, cfg.micro_batch, total, on_step=step_hook)
+    logs = loop.train(model, strategy, batches, rt, cfg.micro_batch, total, on_step=step_hook)
     # A step ends when the slowest rank ends it: keep the per-step maximum over ranks.
     seconds = torch.tensor([[log.seconds, log.legacy_seconds] for log in logs], dtype=torch.float64,
                            device=rt.device)
@@ -150,7 +154,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
                    "first_step_s": float(seconds[0]), "setup_s": setup_s, "timed_wall_s": wall_s,
                    "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
                    "skipped_steps": sum(log.skipped for log in timed), "peak_mem_bytes": peak, "mem_kind": kind,
-                   "env": device_env(rt)}
+                   "env": device_env(rt, cfg.model)}
     if tracker:
         measurement["target"] = tracker.result()
     if profiler:
