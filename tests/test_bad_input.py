@@ -65,7 +65,7 @@ CHOICES = {"model.family": config.FAMILIES, "model.recipe.precision": config.REC
            "logger": config.LOGGERS, **{g: tuple(config.options(g)) for g in GROUPS}}
 # Smallest valid value of every integer (1 unless listed). `seed` may be any integer; data.* sizes are checked by
 # corpus.py when real text is prepared, which this test never does.
-MINIMUM = {"steps": config.MIN_TIMED_STEPS, "warmup_steps": 0, "strategy.zero_stage": 0}
+MINIMUM = {"steps": config.MIN_TIMED_STEPS, "warmup_steps": 0, "strategy.zero_stage": 0, "model.num_classes": 2}
 SIZES = {k: MINIMUM.get(k, 1) for k, t in LEAVES.items()
          if base_type(t) is int and k != "seed" and not k.startswith("data.")}
 # Out of range for the documented bounds.
@@ -73,7 +73,7 @@ BAD_FLOATS = {"model.rotary_pct": ("0", "-0.25", "1.5", "nan"), "model.recipe.lr
               "model.recipe.beta1": ("-0.1", "1", "7"), "model.recipe.eps": ("0", "nan"),
               "model.recipe.grad_clip": ("-1",),
               "model.recipe.warmup_ratio": ("-0.1", "1", "nan"), "model.recipe.min_lr_ratio": ("-0.1", "1.5", "nan"),
-              "target.loss": ("0", "-1")}
+              "target.loss": ("0", "-1"), "model.mask_prob": ("0", "1", "-0.5", "nan")}
 WRONG_TYPES = {int: ("abc", "1.5", "true", "[1]", "{a:1}"), float: ("abc", "[1.0]", "{a:1}"),
                bool: ("maybe", "[true]", "{a:1}"), str: ("[a]", "{a:1}"), list: ("abc", "{a:1}"), dict: ("5", "[a]")}
 # A config group given a non-string value (Hydra raises a plain ValueError, which compose turns into a ConfigError).

@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 import yaml
 
-from pretrain_bench import config, export, models, record
+from pretrain_bench import config, export, record
 
 STRATEGY_HARDWARE = {"single": "1xa100", "ddp": "4xa100", "fsdp": "4xa100", "fsdp-grad-op": "2x8xa100",
                      "zero2": "4xa100", "zero3-offload": "4xa100"}
@@ -67,14 +67,6 @@ def deepspeed_config_class(monkeypatch, world_size: int):
     monkeypatch.setattr(ds_config, "dist", types.SimpleNamespace(get_rank=lambda: 0,
                                                                  get_world_size=lambda *group: world_size))
     return ds_config.DeepSpeedConfig
-
-
-def test_block_classes_are_the_built_models_blocks():
-    assert set(export.BLOCK_CLASSES) == set(config.FAMILIES)
-    for name in ("tiny", "tiny-gpt2", "tiny-llama"):
-        m = config.compose([f"model={name}"]).model
-        block = models.blocks(models.build_model(m), m)[0]
-        assert type(block).__name__ == export.BLOCK_CLASSES[m.family]
 
 
 def test_training_arguments_carry_the_cell_and_recipe(training_arguments):

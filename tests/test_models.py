@@ -14,6 +14,7 @@ def test_built_model_matches_analytic_parameter_count():
         model = models.build_model(m, attention="eager")
         assert sum(p.numel() for p in model.parameters()) == models.num_params(m)
         assert len(models.blocks(model, m)) == m.num_layers
+        assert {type(b).__name__ for b in models.blocks(model, m)} == {models.family(m).block_class}
     assert models.num_params(config.compose(["model=pythia-14m"]).model) == 14_067_712
 
 

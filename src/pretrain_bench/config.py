@@ -361,18 +361,13 @@ def validate(cfg: BenchConfig) -> None:
 
 
 def _validate_family(m: ModelConfig) -> None:
-    """The shape keys that only some families read."""
-    if m.family == "roberta" and not 0 < m.mask_prob < 1:
+    """The shape keys that only some families read (sizes are checked for all, so that no bad value waits)."""
+    if not 0 < m.mask_prob < 1:
         raise ConfigError("model.mask_prob", f"must be in (0, 1), got {m.mask_prob}")
-    if m.family == "mamba":
-        for key in ("state_size", "expand", "conv_kernel"):
-            _positive(f"model.{key}", getattr(m, key))
-    if m.is_vision:
-        for key in ("image_size", "num_channels"):
-            _positive(f"model.{key}", getattr(m, key))
-        _positive("model.num_classes", m.num_classes, 2)
+    for key in ("state_size", "expand", "conv_kernel", "image_size", "patch_size", "num_channels"):
+        _positive(f"model.{key}", getattr(m, key))
+    _positive("model.num_classes", m.num_classes, 2)
     if m.family == "vit":
-        _positive("model.patch_size", m.patch_size)
         if m.image_size % m.patch_size:
             raise ConfigError("model.patch_size", f"must divide model.image_size ({m.image_size}), got "
                                                   f"{m.patch_size}")
