@@ -414,7 +414,7 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
                                             "fp8 is slower than bf16); set tricks.compile=true")
         if importlib.util.find_spec("torchao") is None:
             raise ConfigError("tricks.fp8", "FP8 training needs the `torchao` package, which is not installed "
-                                            "(pip install 'pretrain-bench[fp8]' or pip install torchao)")
+                                            "(a dependency of pretrain-bench: pip install torchao)")
 
 
 def _validate_strategy(st: StrategyConfig, world: int) -> None:
