@@ -16,11 +16,14 @@ from pretrain_bench.store import Store
 class FakeRunner:
     """Answers probes from a memory model (largest micro-batch per method) and runs from a speed table."""
 
-    def __init__(self, limits: dict[tuple[str, bool], int], speeds: dict[tuple[str, bool], float]):
-        self.limits, self.speeds, self.calls = limits, speeds, []
+    def __init__(self, limits: dict[tuple, int], speeds: dict[tuple, float], rungs: bool = False):
+        """Methods are keyed (strategy, checkpointing), or with `rungs` (strategy, checkpointing, every, fused CE)."""
+        self.limits, self.speeds, self.calls, self.rungs = limits, speeds, [], rungs
 
     def measure(self, cfg: config.BenchConfig, kind: str = "throughput") -> dict:
-        method = (config.strategy_label(cfg.strategy), cfg.tricks.activation_checkpointing)
+        tr = cfg.tricks
+        method = (config.strategy_label(cfg.strategy), tr.activation_checkpointing,
+                  *((tr.ac_every, tr.fused_linear_ce) if self.rungs else ()))
         self.calls.append((kind, method, cfg.micro_batch))
         fits = cfg.micro_batch <= self.limits.get(method, 0)
         record = {"kind": kind, "key": f"{method}-{cfg.micro_batch}", "valid": fits, "error": None if fits else "OOM",
@@ -33,9 +36,9 @@ class FakeRunner:
 BASE = ["model=pythia-160m", "hardware=4xa100", "model.global_batch=64"]  # per-device batch 16
 
 
-def run(limits, speeds, methods="free-lunch", strategies=None, overrides=BASE):
+def run(limits, speeds, methods="free-lunch", strategies=None, overrides=BASE, rungs=False):
     base = search.base_config(overrides)
-    runner = FakeRunner(limits, speeds)
+    runner = FakeRunner(limits, speeds, rungs)
     kept, pruned = search.candidates(base, methods, strategies)
     result = search.Search(runner, overrides, base).run(kept, pruned)
     return result, runner
@@ -93,7 +96,8 @@ def test_more_sharding_and_checkpointing_are_pruned_when_the_batch_fits():
     assert outcomes["ddp · free-lunch"].status == "measured"
     for label in ("zero1 · free-lunch", "zero3 · free-lunch", "fsdp · free-lunch"):
         assert outcomes[label].reason.startswith("R5")
-    assert outcomes["ddp · free-lunch+ac"].reason.startswith("R4")
+    for label in ("ddp · free-lunch+flce", "ddp · free-lunch+flce+ac/2", "ddp · free-lunch+flce+ac"):
+        assert outcomes[label].reason.startswith("R4")
     assert outcomes["zero2-offload · free-lunch"].reason.startswith(("R5", "R6"))
     assert [c for c in runner.calls if c[0] == "throughput"] == [("throughput", ("ddp", False), 16)]
 
@@ -116,6 +120,23 @@ def test_search_finds_known_best_cheaper_than_brute_force():
     full_runs = [c for c in runner.calls if c[0] == "throughput"]
     assert len(full_runs) < len(limits)  # fewer full measurements than brute force
     assert by_label(result)["zero2-offload · free-lunch"].reason.startswith("R6")
+
+
+def test_memory_rungs_climb_until_the_batch_fits_and_a_rung_that_gains_nothing_is_not_measured():
+    """ddp: plain fits 2, fused linear-CE 4, checkpointing every 2nd block still 4 (R8), every block 16."""
+    limits = {("ddp", False, 1, False): 2, ("ddp", False, 1, True): 4, ("ddp", True, 2, True): 4,
+              ("ddp", True, 1, True): 16}
+    speeds = dict.fromkeys(limits, 1.0)
+    result, runner = run(limits, speeds, strategies=["ddp"], rungs=True)
+    outcomes = by_label(result)
+    assert [(o.method.label, o.status, o.micro_batch) for o in result.outcomes] == [
+        ("ddp · free-lunch", "measured", 2), ("ddp · free-lunch+flce", "measured", 4),
+        ("ddp · free-lunch+flce+ac/2", "pruned", 4), ("ddp · free-lunch+flce+ac", "measured", 16)]
+    assert outcomes["ddp · free-lunch+flce+ac/2"].reason.startswith("R8")
+    assert ("probe", ("ddp", True, 2, True), 2) not in runner.calls  # each rung starts above the one below's fit
+    assert [c[2] for c in runner.calls if c[0] == "throughput"] == [2, 4, 16]
+    naive = [m.label for m in search.candidates(search.base_config(BASE), "naive", ["ddp"])[0]]
+    assert naive == ["ddp · naive", "ddp · naive+ac"]  # the baseline keeps its two rungs
 
 
 def test_naive_is_pruned_on_gpus_once_free_lunch_fits():

@@ -11,7 +11,7 @@ import importlib.util
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,10 @@ DATA_SOURCES = ("synthetic", "stdlib", "files", "hub")
 TIMINGS = ("honest", "legacy")
 MULTINODE = ("srun", "local")
 LOGGERS = ("none", "wandb")
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")  # SDPA kernels (tricks.attention_backend)
+GPU_ATTENTION_BACKENDS = ("flash", "cudnn", "efficient")
+COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
+CUDA_GRAPH_COMPILE_MODES = ("max-autotune", "reduce-overhead")  # these capture CUDA graphs: GPU only
 MIN_TIMED_STEPS = 5  # median and spread need at least this many timed optimizer steps
 
 
@@ -138,6 +142,12 @@ class TricksConfig:
     fused_adamw: bool = False
     compile: bool = False
     activation_checkpointing: bool = False
+    # Faster methods (issue 6); their numerical effect is stated in docs/methodology.md.
+    ac_every: int = 1  # with activation_checkpointing: checkpoint blocks 0, k, 2k, … (1: every block)
+    fused_linear_ce: bool = False  # output head + cross-entropy in chunks: the full logits never exist
+    attention_backend: str = "auto"  # SDPA kernel with attention=sdpa: auto | flash | cudnn | efficient | math
+    compile_mode: str = "default"  # torch.compile mode: default | max-autotune | max-autotune-no-cudagraphs | …
+    fp8: bool = False  # torchao float8 training of the Linear layers (GPUs with FP8 tensor cores)
 
 
 @dataclass
@@ -342,6 +352,8 @@ def validate(cfg: BenchConfig) -> None:
                                                   "installed (transformers would try to download kernels); "
                                                   "allowed here: eager, sdpa")
 
+    _validate_fast_methods(cfg)
+
     _one_of("data.source", cfg.data.source, DATA_SOURCES)
     _one_of("timing", cfg.timing, TIMINGS)
     _validate_target(cfg)
@@ -407,6 +419,55 @@ def _validate_target(cfg: BenchConfig) -> None:
                                                    f"evaluates the same number of sequences")
 
 
+def _validate_fast_methods(cfg: BenchConfig) -> None:
+    """The faster-method tricks: selective checkpointing, SDPA kernel choice, compile mode, FP8."""
+    tr, on_cpu, spec = cfg.tricks, cfg.hardware.gpu == "cpu", hardware.gpu(cfg.hardware.gpu)
+    _positive("tricks.ac_every", tr.ac_every)
+    if tr.ac_every > 1 and not tr.activation_checkpointing:
+        raise ConfigError("tricks.ac_every", f"checkpoints every k-th block of activation checkpointing; set "
+                                             f"tricks.activation_checkpointing=true, or leave ac_every=1 "
+                                             f"(got {tr.ac_every})")
+    if tr.ac_every > cfg.model.num_layers:
+        raise ConfigError("tricks.ac_every", f"must be ≤ model.num_layers ({cfg.model.num_layers}), got {tr.ac_every}")
+    _one_of("tricks.attention_backend", tr.attention_backend, ATTENTION_BACKENDS)
+    if tr.attention_backend != "auto":
+        if tr.attention != "sdpa":
+            raise ConfigError("tricks.attention_backend", f"chooses the kernel of attention=sdpa, but attention is "
+                                                          f"{tr.attention!r}; allowed here: auto")
+        if on_cpu and tr.attention_backend in GPU_ATTENTION_BACKENDS:
+            raise ConfigError("tricks.attention_backend", f"{tr.attention_backend} is a CUDA kernel; allowed on "
+                                                          f"CPU: auto, math")
+        if tr.attention_backend in ("flash", "cudnn"):
+            if not on_cpu and not spec.supports_bf16:
+                raise ConfigError("tricks.attention_backend", f"{tr.attention_backend} needs an Ampere or newer GPU; "
+                                                              f"allowed on {spec.name}: auto, efficient, math")
+            if cfg.precision == "fp32":
+                raise ConfigError("tricks.attention_backend", f"the {tr.attention_backend} kernel runs in bf16/fp16 "
+                                                              f"only, and the precision is fp32; allowed: auto, "
+                                                              f"efficient, math (or tricks.precision=bf16)")
+    _one_of("tricks.compile_mode", tr.compile_mode, COMPILE_MODES)
+    if tr.compile_mode != "default":
+        if not tr.compile:
+            raise ConfigError("tricks.compile_mode", f"{tr.compile_mode!r} is a torch.compile mode, and "
+                                                     f"tricks.compile is false; set tricks.compile=true")
+        if on_cpu and tr.compile_mode in CUDA_GRAPH_COMPILE_MODES:
+            raise ConfigError("tricks.compile_mode", f"{tr.compile_mode} captures CUDA graphs, which exist on GPUs "
+                                                     f"only; allowed on CPU: default, max-autotune-no-cudagraphs")
+    if tr.fp8:
+        if "fp8" not in spec.peak_flops:
+            raise ConfigError("tricks.fp8", f"FP8 training needs FP8 tensor cores (Hopper, or Ada); {spec.name} "
+                                            f"has none{' (CPU)' if on_cpu else ''}; allowed: false")
+        if cfg.strategy.backend == "deepspeed":
+            raise ConfigError("tricks.fp8", "torchao float8 training is wired for single, ddp and fsdp only; "
+                                            "allowed with deepspeed: false")
+        if not tr.compile:
+            raise ConfigError("tricks.fp8", "torchao float8 needs torch.compile to fuse its scaling casts (eager "
+                                            "fp8 is slower than bf16); set tricks.compile=true")
+        if importlib.util.find_spec("torchao") is None:
+            raise ConfigError("tricks.fp8", "FP8 training needs the `torchao` package, which is not installed "
+                                            "(a dependency of pretrain-bench: pip install torchao)")
+
+
 def _validate_strategy(st: StrategyConfig, world: int) -> None:
     if st.backend == "deepspeed":
         _one_of("strategy.zero_stage", st.zero_stage, (1, 2, 3))
@@ -445,18 +506,29 @@ FREE_LUNCH = TricksConfig(precision="recipe", tf32=True, attention="sdpa", fused
 
 
 def tricks_label(tr: TricksConfig) -> str:
-    """Canonical trick-set name: `naive`, `free-lunch`, optionally `+ac`, else the list of what is on."""
-    base = TricksConfig(**{**asdict(tr), "activation_checkpointing": False})
-    suffix = "+ac" if tr.activation_checkpointing else ""
-    if base == NAIVE:
-        return "naive" + suffix
-    if base == FREE_LUNCH:
-        return "free-lunch" + suffix
-    parts = [tr.precision] if tr.precision != "fp32" else []
-    parts += [tr.attention] if tr.attention != "eager" else []
-    parts += [name for name, on in (("tf32", tr.tf32), ("fused-adamw", tr.fused_adamw), ("compile", tr.compile),
-                                    ("ac", tr.activation_checkpointing)) if on]
-    return "+".join(parts) or "naive"
+    """Canonical trick-set name: `naive`, `free-lunch` or the list of what is on, then the faster methods, then `+ac`.
+
+    E.g. `free-lunch+flce+ac/2` (fused linear-CE, every 2nd block checkpointed), `bf16+sdpa+compile+sdpa-flash`.
+    """
+    core = replace(tr, activation_checkpointing=False, ac_every=1, fused_linear_ce=False, attention_backend="auto",
+                   compile_mode="default", fp8=False)
+    if core == NAIVE:
+        label = "naive"
+    elif core == FREE_LUNCH:
+        label = "free-lunch"
+    else:
+        parts = [tr.precision] if tr.precision != "fp32" else []
+        parts += [tr.attention] if tr.attention != "eager" else []
+        parts += [name for name, on in (("tf32", tr.tf32), ("fused-adamw", tr.fused_adamw), ("compile", tr.compile))
+                  if on]
+        label = "+".join(parts) or "naive"
+    extras = [f"compile-{tr.compile_mode}"] if tr.compile_mode != "default" else []
+    extras += [f"sdpa-{tr.attention_backend}"] if tr.attention_backend != "auto" else []
+    extras += ["fp8"] if tr.fp8 else []
+    extras += ["flce"] if tr.fused_linear_ce else []
+    if tr.activation_checkpointing:
+        extras.append("ac" if tr.ac_every == 1 else f"ac/{tr.ac_every}")
+    return "+".join([label, *extras])
 
 
 def to_dict(cfg: BenchConfig) -> dict[str, Any]:

@@ -63,7 +63,9 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
         "invalid_reason": None,
         "cell": cell(cfg), "config": to_dict(cfg), "env": env,
         "numerics": {"precision": cfg.precision, "recipe_precision": cfg.model.recipe.precision,
-                     "matches_recipe": cfg.precision == cfg.model.recipe.precision},
+                     # FP8 Linear layers compute below the recipe's precision whatever the autocast dtype
+                     "fp8_linear": cfg.tricks.fp8,
+                     "matches_recipe": cfg.precision == cfg.model.recipe.precision and not cfg.tricks.fp8},
         "timing": None, "throughput": None, "flops": None, "memory": None,
         "losses": [], "grad_norms": [], "skipped_steps": None,
     }

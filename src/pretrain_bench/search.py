@@ -1,6 +1,9 @@
 """Method search: for one (model, hardware), the fastest method that fits, found without brute force.
 
-A method is strategy × trick set × activation checkpointing. For each method that survives pruning, the largest
+A method is strategy × trick set × memory rung. The rungs trade speed for memory, each saving more than the one
+before: none → fused linear-CE (the logits never exist) → + checkpointing of every 2nd block → + checkpointing of
+every block (`naive` keeps its own two rungs, none → checkpointing, so that the baseline stays "nothing on"). For
+each method that survives pruning, the largest
 micro-batch that fits is found with cheap probes (2 optimizer steps at accumulation ≤ 2 in fresh processes: peak
 memory does not depend on how many micro-batches are accumulated), then the full recipe step is measured once at that
 micro-batch. Every probe and measurement goes through the store, so a repeated or interrupted search reuses them.
@@ -9,13 +12,15 @@ Pruning rules (each pruned method is reported with its rule):
 - R1 one device: sharding only with offload (sharding over one device saves nothing);
 - R2 several devices: `single` cannot use them;
 - R3 bf16 needs Ampere or newer: trick sets using the recipe's bf16 are dropped on older GPUs;
-- R4 activation checkpointing only buys micro-batch size: skipped when the method fits the whole per-device batch
-  (accumulation 1) without it;
+- R4 memory rungs (fused linear-CE, activation checkpointing) only buy micro-batch size: skipped when a lower rung of
+  the same method fits the whole per-device batch (accumulation 1);
 - R5 more sharding only buys micro-batch size: a strategy is skipped when a less-sharded one with the same tricks
   already fits the whole per-device batch;
 - R6 offload only when nothing fits on the GPUs: offload strategies are skipped once any non-offload method fits;
 - R7 on GPUs, `naive` (fp32, eager attention, no compile) is dominated by `free-lunch`: skipped once free-lunch fits
-  with the same strategy (more memory per sequence and fewer FLOP/s).
+  with the same strategy (more memory per sequence and fewer FLOP/s);
+- R8 a rung that fits no larger micro-batch than the rung below is not measured: at the same micro-batch and
+  accumulation it only adds work (recompute, chunked head), so it cannot be faster by more than noise.
 """
 
 from __future__ import annotations
@@ -40,11 +45,19 @@ RULES = {
     "R1": "one device: nothing to distribute or shard (only single or offload)",
     "R2": "several devices: `single` cannot use them",
     "R3": "bf16 needs an Ampere or newer GPU",
-    "R4": "checkpointing only buys micro-batch size; the method fits the whole per-device batch without it",
+    "R4": "memory rungs only buy micro-batch size; a lower rung fits the whole per-device batch",
     "R5": "more sharding only buys micro-batch size; a less-sharded strategy fits the whole per-device batch",
     "R6": "offload only when nothing fits on the GPUs, and a non-offload method fits",
     "R7": "on GPUs naive is dominated by free-lunch, which fits with this strategy",
+    "R8": "this rung fits no larger micro-batch than the rung below: same batch, more work",
 }
+# Memory rungs (activation checkpointing, checkpoint every k-th block, fused linear-CE), least memory saved first.
+RUNGS = ((False, 1, False), (False, 1, True), (True, 2, True), (True, 1, True))
+NAIVE_RUNGS = ((False, 1, False), (True, 1, False))
+
+
+def rungs(tricks: str) -> tuple[tuple[bool, int, bool], ...]:
+    return NAIVE_RUNGS if tricks == "naive" else RUNGS
 ASSUMED_MFU = 0.35  # for the plan's time estimate only
 PROBE_OVERHEAD_S = {"cpu": 10.0, "gpu": 45.0}  # process start, model build, compile: for the plan's estimate only
 
@@ -54,14 +67,26 @@ class Method:
     strategy: str  # a configs/strategy preset
     tricks: str  # a configs/tricks preset
     ac: bool  # activation checkpointing
+    ac_every: int = 1  # checkpoint every k-th block
+    flce: bool = False  # fused linear + cross-entropy head
+
+    @property
+    def rung(self) -> int:
+        return rungs(self.tricks).index((self.ac, self.ac_every, self.flce))
+
+    def below(self) -> Method | None:
+        """The same strategy and tricks one memory rung lower (None on the lowest)."""
+        return Method(self.strategy, self.tricks, *rungs(self.tricks)[self.rung - 1]) if self.rung else None
 
     @property
     def label(self) -> str:
-        return f"{self.strategy} · {self.tricks}{'+ac' if self.ac else ''}"
+        ac = ("+ac" if self.ac_every == 1 else f"+ac/{self.ac_every}") if self.ac else ""
+        return f"{self.strategy} · {self.tricks}{'+flce' if self.flce else ''}{ac}"
 
     def overrides(self) -> list[str]:
         return [f"strategy={self.strategy}", f"tricks={self.tricks}",
-                f"tricks.activation_checkpointing={str(self.ac).lower()}"]
+                f"tricks.activation_checkpointing={str(self.ac).lower()}", f"tricks.ac_every={self.ac_every}",
+                f"tricks.fused_linear_ce={str(self.flce).lower()}"]
 
 
 @dataclass
@@ -98,9 +123,9 @@ def candidates(cfg: BenchConfig, methods: str,
     unknown = sorted(set(strategies or ()) - set(SPEED_ORDER))
     if unknown:
         raise config.ConfigError("strategies", f"unknown {unknown}; allowed values: {', '.join(SPEED_ORDER)}")
-    space = [Method(s, t, ac) for t in METHOD_SETS[methods] for ac in (False, True)
+    space = [Method(s, t, *rung) for t in METHOD_SETS[methods] for rung in rungs(t)
              for s in SPEED_ORDER if not strategies or s in strategies]
-    space.sort(key=lambda m: (m.strategy in OFFLOAD, METHOD_SETS[methods].index(m.tricks), m.ac,
+    space.sort(key=lambda m: (m.strategy in OFFLOAD, METHOD_SETS[methods].index(m.tricks), m.rung,
                               SPEED_ORDER.index(m.strategy)))
     kept, pruned = [], []
     spec = hardware.gpu(cfg.hardware.gpu)
@@ -182,7 +207,7 @@ class Search:
     def dynamic_rule(self, m: Method, full: int) -> str | None:
         for o, fit in self.fitted.items():
             # o fits the whole per-device batch and needs at least as much memory as m: m cannot fit more.
-            if fit == full and o.tricks == m.tricks and o.ac <= m.ac and MEMORY_RANK[o.strategy] <= MEMORY_RANK[
+            if fit == full and o.tricks == m.tricks and o.rung <= m.rung and MEMORY_RANK[o.strategy] <= MEMORY_RANK[
                     m.strategy]:
                 return "R4" if o.strategy == m.strategy else "R5"
         if m.strategy in OFFLOAD and any(o.strategy not in OFFLOAD for o in self.fitted):
@@ -193,8 +218,9 @@ class Search:
         return None
 
     def known_fit(self, m: Method) -> int:
-        """The largest micro-batch the same method without checkpointing fitted (0 if none): a lower bound."""
-        return self.fitted.get(Method(m.strategy, m.tricks, False), 0) if m.ac else 0
+        """The largest micro-batch the rung below fitted (0 if none): a lower bound, as this rung saves more memory."""
+        below = m.below()
+        return self.fitted.get(below, 0) if below else 0
 
     def run(self, methods: list[Method], pruned: list[Outcome]) -> SearchResult:
         started = time.monotonic()
@@ -213,13 +239,16 @@ class Search:
     def search_method(self, m: Method, sizes: list[int]) -> Outcome:
         if rule := self.dynamic_rule(m, sizes[-1]):
             return Outcome(m, "pruned", reason=f"{rule}: {RULES[rule]}")
-        size, probes, failure = self.largest_fitting(m, sizes, self.known_fit(m))
+        known = self.known_fit(m)
+        size, probes, failure = self.largest_fitting(m, sizes, known)
         if failure is not None:
             return Outcome(m, "error", record=failure, probes=probes,
                            reason=f"probe {failure['status']}: {failure['error']}")
         if size is None:
             return Outcome(m, "oom", probes=probes, reason="micro-batch 1 does not fit")
         self.fitted[m] = size
+        if m.rung and size == known:
+            return Outcome(m, "pruned", micro_batch=size, probes=probes, reason=f"R8: {RULES['R8']}")
         measured = self.runner.measure(self.config(m, size))
         return Outcome(m, "measured", micro_batch=size, record=measured, probes=probes,
                        reason="" if measured["status"] == "ok" else f"{measured['status']}: {measured['error']}")

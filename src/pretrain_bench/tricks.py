@@ -1,8 +1,9 @@
 """Apply a trick set to the process, the model and the optimizer.
 
-Tricks are the *how* of training: apart from `precision` (which records state), none of them changes the math.
-Order matters and follows torchtitan: activation checkpointing, then torch.compile per block, then the strategy's
-wrapper (FSDP shards compiled, checkpointed blocks).
+Tricks are the *how* of training: apart from `precision` and `fp8` (which records state), none of them changes the
+math beyond the order of floating-point operations (docs/methodology.md has the table). Order matters and follows
+torchtitan: model-level swaps (fused linear-CE head, FP8 Linear layers), activation checkpointing, then
+torch.compile per block, then the strategy's wrapper (FSDP shards compiled, checkpointed blocks).
 """
 
 from __future__ import annotations
@@ -12,30 +13,39 @@ import math
 import torch
 from torch import nn
 
-from pretrain_bench import models
+from pretrain_bench import fused_ce, models, speedups
 from pretrain_bench.config import BenchConfig, RecipeConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def apply_process_settings(cfg: BenchConfig) -> None:
-    """Process-wide numerics settings: TF32 for fp32 matmuls and convolutions (CUDA only; a no-op on CPU)."""
+    """Process-wide numerics settings: TF32 for fp32 matmuls and convolutions (CUDA only; a no-op on CPU), and the
+    SDPA kernel choice."""
     precision = "tf32" if cfg.tricks.tf32 else "ieee"
     torch.backends.cuda.matmul.fp32_precision = precision
     torch.backends.cudnn.conv.fp32_precision = precision
+    speedups.set_sdpa_backend(cfg.tricks.attention_backend)
 
 
 def build_model(cfg: BenchConfig, compile_blocks: bool) -> nn.Module:
     """The model with the attention kernel, activation checkpointing and (unless the strategy compiles) compile."""
-    model = models.build_model(cfg.model, attention=cfg.tricks.attention)
-    if cfg.tricks.activation_checkpointing:
-        # Non-reentrant checkpointing composes with FSDP2, DDP's no_sync and torch.compile.
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.tricks.compile and compile_blocks:
+    tr = cfg.tricks
+    model = models.build_model(cfg.model, attention=tr.attention)
+    if tr.fused_linear_ce:
+        fused_ce.apply(model)
+    if tr.fp8:
+        speedups.convert_fp8(model)
+    if tr.activation_checkpointing:
+        # Non-reentrant checkpointing composes with FSDP2, DDP's no_sync and torch.compile. Selective: blocks 0, k,
+        # 2k, … (transformers' per-layer flags, which checkpoint each block's forward inside FSDP2's hooks).
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=tr.ac_every)
+    if tr.compile and compile_blocks:
         # Per-block compile (as torchtitan does): small graphs, no breaks at the HF model's Python glue, and the
         # module tree (hence FSDP wrapping and state-dict names) stays as it was.
         for block in models.blocks(model, cfg.model):
-            block.compile()
+            block.compile(**speedups.compile_kwargs(tr))
     return model
 
 

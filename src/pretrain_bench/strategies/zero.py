@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pretrain_bench import tricks
+from pretrain_bench import speedups, tricks
 from pretrain_bench.strategies.base import StepResult, Strategy
 from pretrain_bench.strategies.zero_config import deepspeed_config
 
@@ -29,7 +29,7 @@ class DeepSpeedStrategy(Strategy):
             model=model, optimizer=optimizer, model_parameters=params, config=config,
             lr_scheduler=lambda opt: tricks.make_scheduler(opt, recipe))
         if self.cfg.tricks.compile:
-            self.engine.compile()
+            self.engine.compile(compile_kwargs=speedups.compile_kwargs(self.cfg.tricks))
         self._skipped = self.engine.skipped_steps
         return self.engine
 
