@@ -143,6 +143,13 @@ class TargetConfig:
 
 
 @dataclass
+class PeersConfig:
+    """`pretrain-bench peers`: the HF Trainer against our best method, alternating (docs/methodology.md)."""
+
+    repeats: int = 2  # HF, ours, HF, ours, …: this many measurements of each side
+
+
+@dataclass
 class BenchConfig:
     model: ModelConfig = MISSING
     hardware: HardwareConfig = MISSING
@@ -150,6 +157,7 @@ class BenchConfig:
     tricks: TricksConfig = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     micro_batch: int = 1
     steps: int = 10  # timed optimizer steps
     warmup_steps: int = 3  # untimed optimizer steps before them (compile, allocator, fp16 loss scale)
@@ -235,7 +243,7 @@ def _hydra_message(e: Exception) -> str:
 def _schema_keys(path: str) -> list[str]:
     nodes = {"": BenchConfig, "model": ModelConfig, "model.recipe": RecipeConfig, "hardware": HardwareConfig,
              "strategy": StrategyConfig, "tricks": TricksConfig, "data": DataConfig,
-             "target": TargetConfig}
+             "target": TargetConfig, "peers": PeersConfig}
     return [f.name for f in fields(nodes[path])] if path in nodes else []
 
 
@@ -320,6 +328,7 @@ def validate(cfg: BenchConfig) -> None:
     _one_of("data.source", cfg.data.source, DATA_SOURCES)
     _one_of("timing", cfg.timing, TIMINGS)
     _validate_target(cfg)
+    _positive("peers.repeats", cfg.peers.repeats)
     _one_of("multinode", cfg.multinode, MULTINODE)
     _one_of("logger", cfg.logger, LOGGERS)
     _positive("collective_timeout_s", cfg.collective_timeout_s)
@@ -418,5 +427,6 @@ def from_dict(data: dict[str, Any]) -> BenchConfig:
     m["recipe"] = RecipeConfig(**m["recipe"])
     groups = {"model": ModelConfig(**m), "hardware": HardwareConfig(**data["hardware"]),
               "strategy": StrategyConfig(**data["strategy"]), "tricks": TricksConfig(**data["tricks"]),
-              "data": DataConfig(**data["data"]), "target": TargetConfig(**data["target"])}
+              "data": DataConfig(**data["data"]), "target": TargetConfig(**data["target"]),
+              "peers": PeersConfig(**data.get("peers", {}))}  # records written before `peers` existed lack it
     return BenchConfig(**groups, **{k: v for k, v in data.items() if k not in groups})
