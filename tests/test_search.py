@@ -61,6 +61,16 @@ def test_static_rules_one_and_many_devices():
     assert {m.tricks for m in kept} == {"naive"} and any(o.reason.startswith("R3") for o in pruned)
 
 
+@pytest.mark.parametrize("model, flce, ac", [("tiny-mamba", True, True), ("tiny-roberta", False, True),
+                                             ("tiny-vit", False, True), ("tiny-convnext", False, False)])
+def test_memory_rungs_follow_the_model_family(model, flce, ac):
+    """Fused linear-CE exists for causal LMs only, activation checkpointing where transformers has it."""
+    kept, _ = search.candidates(search.base_config([f"model={model}", "hardware=cpu-2"]), "all")
+    assert any(m.flce for m in kept) == flce and any(m.ac for m in kept) == ac
+    for m in kept:  # every method the search may measure composes into a valid config
+        config.compose([f"model={model}", "hardware=cpu-2", *m.overrides(), "micro_batch=1"])
+
+
 def test_bad_search_options_name_the_key():
     base = search.base_config(BASE)
     with pytest.raises(config.ConfigError, match="methods"):

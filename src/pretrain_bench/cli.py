@@ -1,4 +1,4 @@
-"""`pretrain-bench` command line: run, search, validate, sweep, status, target, profile, reproduce, table.
+"""`pretrain-bench` command line: run, search, validate, sweep, status, target, profile, peers, reproduce, table.
 
 Hydra overrides (`model=pythia-160m micro_batch=8 ...`) follow the sub-command. Config problems exit with status 2
 and one paragraph naming the key, before any worker process starts.
@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pretrain_bench import config, export, measure, plot, record, report, reproduce, search, sweep
+from pretrain_bench import config, export, measure, peers, plot, record, report, reproduce, search, sweep
 from pretrain_bench.runner import Runner
 from pretrain_bench.store import Store
 
@@ -174,6 +174,38 @@ def best_record(records: list[dict], model: str | None, hardware_name: str | Non
     ranked = [r for r in records if r["kind"] == "throughput" and r["status"] == "ok" and r["valid"]
               and r["cell"]["model"] == model and r["cell"]["hardware"] == hardware_name]
     return max(ranked, key=lambda r: r["throughput"]["tokens_per_s"], default=None)
+
+
+def cmd_peers(overrides: list[str]) -> int:
+    """HF Trainer vs our best method on the same cell, alternating runs; a table with the ratio (peers.py)."""
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    cfg = config.compose(overrides if "tricks" in given else ["tricks=free-lunch", *overrides])
+    peers.check(cfg)
+    store = Store(cfg.store)
+    store.check_writable()
+    runner = Runner(store, force=True)  # every repeat is a new measurement
+    best = best_record(list(store.latest().values()), cfg.model.name, cfg.hardware.name)
+    ours = peers.ours_config(cfg, best)
+    hf = peers.hf_config(cfg, cfg.micro_batch if "micro_batch" in given else ours.micro_batch)
+    sku = runner.gpu_sku(cfg)
+    n = cfg.peers.repeats
+    print(f"peers: {cfg.model.name} on {cfg.hardware.name}, {n} alternating run(s) per side, "
+          f"{cfg.warmup_steps} warm-up + {cfg.steps} timed steps\n"
+          f"  HF Trainer: {config.tricks_label(hf.tricks)} TrainingArguments, micro-batch {hf.micro_batch} × "
+          f"accumulation {hf.grad_accum}\n  ours: " + (f"best in the store, {summary(best).splitlines()[0]}"
+                                                      if best else "no valid record in the store: this cell"),
+          flush=True)
+
+    def report_run(side: str, i: int, r: dict) -> None:
+        print(f"  run {i + 1}/{n} {peers.LABELS[side]}: {summary(r)}", flush=True)
+
+    records = peers.measure_alternating(lambda c, kind: runner.measure(c, kind=kind), hf, ours, n, report_run)
+    rows = {side: peers.side_row(side, records[side]) for side in peers.SIDES}
+    text = peers.render(cfg.model.name, cfg.hardware.name, sku, rows, n, cfg.steps)
+    path = store.root / f"peers-{cfg.model.name}-{cfg.hardware.name}.md"
+    path.write_text(text)
+    print(f"\n{text}\ntable: {path}")
+    return 0 if peers.ratio(rows) is not None else 1
 
 
 def cmd_export(overrides: list[str], store_dir: str, to: str, out_dir: str) -> int:
@@ -389,6 +421,9 @@ def parser() -> argparse.ArgumentParser:
                   lambda a: cmd_status(sweep.expand(a.overrides)[0], Store(a.store)))
     command("profile", "profiler trace and time breakdown of one cell's timed steps",
             "the cell's overrides, as for `run`", False, lambda a: cmd_profile(a.overrides))
+    command("peers", "HF Trainer (free-lunch TrainingArguments) vs our best method, alternating runs, with the ratio",
+            "model=… hardware=… [micro_batch=…] [peers.repeats=2] [tricks=…] and overrides", False,
+            lambda a: cmd_peers(a.overrides))
     rep = command("reproduce", "published training-time claims vs the hardware's peak and our records", None, False,
                   lambda a: cmd_reproduce(a.store, a.claims))
     rep.add_argument("--claims", default=str(config.CONFIG_DIR.parent / "results" / "reference" / "claims.csv"))

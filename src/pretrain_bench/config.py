@@ -23,6 +23,8 @@ CONFIG_DIR = Path(os.environ.get("PRETRAIN_BENCH_CONFIGS", Path(__file__).resolv
 
 FAMILIES = ("gpt_neox", "gpt2", "llama", "roberta", "mamba", "vit", "convnext")
 VISION_FAMILIES = ("vit", "convnext")  # trained on images: throughput and FLOPs per image
+CAUSAL_LM_FAMILIES = ("gpt_neox", "gpt2", "llama", "mamba")  # next-token loss: real text, targets, fused CE, peers
+NO_AC_FAMILIES = ("convnext",)  # transformers has no activation checkpointing for these
 BACKENDS = ("single", "ddp", "fsdp", "deepspeed")
 RECIPE_PRECISIONS = ("fp32", "bf16", "fp16")
 TRICK_PRECISIONS = ("recipe", *RECIPE_PRECISIONS)
@@ -177,6 +179,13 @@ class TargetConfig:
 
 
 @dataclass
+class PeersConfig:
+    """`pretrain-bench peers`: the HF Trainer against our best method, alternating (docs/methodology.md)."""
+
+    repeats: int = 2  # HF, ours, HF, ours, …: this many measurements of each side
+
+
+@dataclass
 class BenchConfig:
     model: ModelConfig = MISSING
     hardware: HardwareConfig = MISSING
@@ -184,6 +193,7 @@ class BenchConfig:
     tricks: TricksConfig = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     micro_batch: int = 1
     steps: int = 10  # timed optimizer steps
     warmup_steps: int = 3  # untimed optimizer steps before them (compile, allocator, fp16 loss scale)
@@ -269,7 +279,7 @@ def _hydra_message(e: Exception) -> str:
 def _schema_keys(path: str) -> list[str]:
     nodes = {"": BenchConfig, "model": ModelConfig, "model.recipe": RecipeConfig, "hardware": HardwareConfig,
              "strategy": StrategyConfig, "tricks": TricksConfig, "data": DataConfig,
-             "target": TargetConfig}
+             "target": TargetConfig, "peers": PeersConfig}
     return [f.name for f in fields(nodes[path])] if path in nodes else []
 
 
@@ -357,6 +367,7 @@ def validate(cfg: BenchConfig) -> None:
     _one_of("data.source", cfg.data.source, DATA_SOURCES)
     _one_of("timing", cfg.timing, TIMINGS)
     _validate_target(cfg)
+    _positive("peers.repeats", cfg.peers.repeats)
     _one_of("multinode", cfg.multinode, MULTINODE)
     _one_of("logger", cfg.logger, LOGGERS)
     _positive("collective_timeout_s", cfg.collective_timeout_s)
@@ -405,9 +416,10 @@ def _validate_target(cfg: BenchConfig) -> None:
     t = cfg.target
     for key in ("eval_every", "eval_sequences", "max_steps", "seeds"):
         _positive(f"target.{key}", getattr(t, key))
-    if cfg.data.source != "synthetic" and cfg.model.family in ("roberta", *VISION_FAMILIES):
-        raise ConfigError("data.source", f"real text trains the causal language models only; model.family "
-                                         f"{cfg.model.family!r} takes data=synthetic")
+    if cfg.data.source != "synthetic" and cfg.model.family not in CAUSAL_LM_FAMILIES:
+        raise ConfigError("data.source", f"real text trains the causal language models only "
+                                         f"({', '.join(CAUSAL_LM_FAMILIES)}); model.family {cfg.model.family!r} "
+                                         f"takes data=synthetic")
     if t.loss is not None:
         if t.loss <= 0:
             raise ConfigError("target.loss", f"must be > 0, got {t.loss}")
@@ -423,6 +435,13 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
     """The faster-method tricks: selective checkpointing, SDPA kernel choice, compile mode, FP8."""
     tr, on_cpu, spec = cfg.tricks, cfg.hardware.gpu == "cpu", hardware.gpu(cfg.hardware.gpu)
     _positive("tricks.ac_every", tr.ac_every)
+    if tr.activation_checkpointing and cfg.model.family in NO_AC_FAMILIES:
+        raise ConfigError("tricks.activation_checkpointing", f"transformers has no activation checkpointing for "
+                                                             f"{cfg.model.family}; allowed: false")
+    if tr.fused_linear_ce and cfg.model.family not in CAUSAL_LM_FAMILIES:
+        raise ConfigError("tricks.fused_linear_ce", f"fuses a causal LM's output head with its loss; model.family "
+                                                    f"{cfg.model.family!r} has none; allowed families: "
+                                                    f"{', '.join(CAUSAL_LM_FAMILIES)}")
     if tr.ac_every > 1 and not tr.activation_checkpointing:
         raise ConfigError("tricks.ac_every", f"checkpoints every k-th block of activation checkpointing; set "
                                              f"tricks.activation_checkpointing=true, or leave ac_every=1 "
@@ -541,5 +560,6 @@ def from_dict(data: dict[str, Any]) -> BenchConfig:
     m["recipe"] = RecipeConfig(**m["recipe"])
     groups = {"model": ModelConfig(**m), "hardware": HardwareConfig(**data["hardware"]),
               "strategy": StrategyConfig(**data["strategy"]), "tricks": TricksConfig(**data["tricks"]),
-              "data": DataConfig(**data["data"]), "target": TargetConfig(**data["target"])}
+              "data": DataConfig(**data["data"]), "target": TargetConfig(**data["target"]),
+              "peers": PeersConfig(**data.get("peers", {}))}  # records written before `peers` existed lack it
     return BenchConfig(**groups, **{k: v for k, v in data.items() if k not in groups})

@@ -31,10 +31,6 @@ def _config(record: dict[str, Any]) -> BenchConfig:
     return from_dict(record["config"])
 
 
-def _gpu(record: dict[str, Any]) -> hardware.GPUSpec:
-    return hardware.gpu(record["env"].get("gpu_sku") or record["config"]["hardware"]["gpu"])
-
-
 def warmup_steps(cfg: BenchConfig) -> int:
     """Warm-up length as the benchmark's schedule uses it (tricks.lr_lambda): at least one step."""
     recipe = cfg.model.recipe
@@ -57,9 +53,9 @@ def to_deepspeed_json(record: dict[str, Any]) -> dict[str, Any]:
     return deepspeed_config(cfg)
 
 
-def _hf_deepspeed(record: dict[str, Any]) -> dict[str, Any]:
+def _hf_deepspeed(cfg: BenchConfig) -> dict[str, Any]:
     """The DeepSpeed config with "auto" wherever HF's Trainer fills in its TrainingArguments values."""
-    ds = to_deepspeed_json(record)  # a fresh dict
+    ds = deepspeed_config(cfg)  # a fresh dict
     ds.update(dict.fromkeys(_HF_FILLED, "auto"))
     ds["bf16"]["enabled"] = ds["fp16"]["enabled"] = "auto"
     if "optimizer" in ds:
@@ -78,11 +74,15 @@ def _hf_fsdp(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def to_hf_training_arguments(record: dict[str, Any]) -> dict[str, Any]:
-    """JSON-able kwargs for `transformers.TrainingArguments(output_dir=..., **kwargs)` that reproduce the cell.
+    """JSON-able kwargs for `transformers.TrainingArguments(output_dir=..., **kwargs)` that reproduce the cell."""
+    return hf_training_arguments(_config(record), record["env"].get("gpu_sku") or record["config"]["hardware"]["gpu"])
+
+
+def hf_training_arguments(cfg: BenchConfig, gpu_sku: str) -> dict[str, Any]:
+    """TrainingArguments kwargs for a config on a GPU SKU: shared by `export --to hf` and `peers` (which runs them).
 
     torch_compile compiles the whole model (the benchmark compiles each block; TrainingArguments has no regional
     option). TF32 is asked for only on GPUs that have it, since TrainingArguments refuses it elsewhere."""
-    cfg = _config(record)
     recipe, tricks = cfg.model.recipe, cfg.tricks
     args: dict[str, Any] = {
         "per_device_train_batch_size": cfg.micro_batch, "gradient_accumulation_steps": cfg.grad_accum,
@@ -91,7 +91,7 @@ def to_hf_training_arguments(record: dict[str, Any]) -> dict[str, Any]:
         "max_grad_norm": recipe.grad_clip, "warmup_steps": warmup_steps(cfg),
         "lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": recipe.min_lr_ratio},
         "bf16": cfg.precision == "bf16", "fp16": cfg.precision == "fp16",
-        "tf32": tricks.tf32 and _gpu(record).peak("tf32") is not None,
+        "tf32": tricks.tf32 and hardware.gpu(gpu_sku).peak("tf32") is not None,
         "torch_compile": tricks.compile, "optim": "adamw_torch_fused" if tricks.fused_adamw else "adamw_torch",
         "seed": cfg.seed,
     }
@@ -103,7 +103,7 @@ def to_hf_training_arguments(record: dict[str, Any]) -> dict[str, Any]:
         args["activation_checkpointing"] = True  # `gradient_checkpointing` is its deprecated alias in transformers 5
         args["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     if cfg.strategy.backend == "deepspeed":
-        args["deepspeed"] = _hf_deepspeed(record)
+        args["deepspeed"] = _hf_deepspeed(cfg)
     return args
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pretrain_bench.config import FAMILIES, ModelConfig
+from pretrain_bench.config import CAUSAL_LM_FAMILIES, FAMILIES, ModelConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -269,6 +269,7 @@ REGISTRY: dict[str, Family] = {
                        attention=False),
 }
 assert set(REGISTRY) == set(FAMILIES), "config.FAMILIES must list exactly the registered families"
+assert {f for f, fam in REGISTRY.items() if fam.task == "causal_lm"} == set(CAUSAL_LM_FAMILIES)
 
 
 def family(m: ModelConfig) -> Family:

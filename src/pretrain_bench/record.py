@@ -17,11 +17,13 @@ from pretrain_bench.config import BenchConfig, strategy_label, to_dict, tricks_l
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "diverged", "not_reached")
-KINDS = ("throughput", "probe", "validate", "target", "profile")
+# `peer`: another framework's training of the same cell (`pretrain-bench peers`; the record's `peer` says which);
+# it is never ranked among our methods (tables, search and export read `throughput` records only).
+KINDS = ("throughput", "probe", "validate", "target", "profile", "peer")
 LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate")
 # Config keys that do not change what is measured, so they stay out of a cell's identity.
 _NOT_IN_KEY = ("store", "timeout_s", "steps", "warmup_steps", "collective_timeout_s", "multinode", "env",
-               "logger")
+               "logger", "peers")
 
 
 def library_versions() -> dict[str, str]:
@@ -75,6 +77,10 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
             record["profile"] = measurement["profile"]
             record["valid"] = False  # profiler overhead: never ranked as a throughput
             record["invalid_reason"] = "profiled run (profiler overhead): for the breakdown, never ranked"
+        if kind == "peer":
+            record["peer"] = measurement["peer"]
+            if record["timing"]:
+                record["timing"]["method"] = measurement["peer"]["timing_method"]
         if kind == "target":
             record["target"] = measurement["target"]
             if status == "ok" and not measurement["target"]["reached"]:
@@ -96,7 +102,9 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
                            "memory": {"peak_gib": m["peak_mem_bytes"] / 2**30, "kind": m["mem_kind"]}}
     if not m["step_s"]:
         return out
-    honest, legacy = measure.step_time_stats(m["step_s"]), measure.step_time_stats(m["legacy_step_s"])
+    honest = measure.step_time_stats(m["step_s"])
+    # A peer framework's steps have no legacy (reference-harness) reading: its loop is not ours to instrument.
+    legacy = measure.step_time_stats(m["legacy_step_s"]) if m.get("legacy_step_s") else None
     stats = legacy if cfg.timing == "legacy" else honest
     tokens_per_step = cfg.model.global_batch * cfg.model.tokens_per_sample  # images for vision models
     tokens_per_s = tokens_per_step / stats["median"]
@@ -111,8 +119,8 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
         "stats": stats, "timed_wall_s": m["timed_wall_s"], "setup_s": m["setup_s"], "first_step_s": m["first_step_s"],
         "compile_s": max(0.0, m["first_step_s"] - honest["median"]) if cfg.tricks.compile else None,
         "honest_stats": honest,
-        "legacy": {"method": legacy_method, "step_s": m["legacy_step_s"], "stats": legacy,
-                   "ratio_to_honest": legacy["median"] / honest["median"]},
+        "legacy": legacy and {"method": legacy_method, "step_s": m["legacy_step_s"], "stats": legacy,
+                              "ratio_to_honest": legacy["median"] / honest["median"]},
     }
     # `tokens_per_s` is the rate of the model's unit: tokens, or images for vision models (`unit` says which).
     out["throughput"] = {"tokens_per_s": tokens_per_s, "tokens_per_s_per_device": tokens_per_s / cfg.world_size,
@@ -143,4 +151,6 @@ def problems(record: Any) -> list[str]:
         found.append(f"status {record.get('status')!r} not one of {', '.join(STATUSES)}")
     if record.get("status") == "ok":
         found += [f"`{k}` missing in an ok record" for k in OK_REQUIRED if not isinstance(record.get(k), dict)]
+        if record.get("kind") == "peer" and not isinstance(record.get("peer"), dict):
+            found.append("`peer` (which framework trained) missing in an ok peer record")
     return found

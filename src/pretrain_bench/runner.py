@@ -16,6 +16,9 @@ from pretrain_bench import launch, record, tracking
 from pretrain_bench.config import BenchConfig
 from pretrain_bench.store import Store
 
+# Record kind -> what the worker runs; every other kind (throughput, probe, validate) is our loop's throughput mode.
+WORKER_MODES = {"target": "target", "profile": "profile", "peer": "hf-trainer"}
+
 
 def is_final(r: dict) -> bool:
     return r["status"] == "ok" or (r["kind"] == "probe" and r["status"] == "oom")
@@ -64,8 +67,8 @@ class Runner:
         if prior := self._final_record(cfg, kind):
             return prior
         key = self.key(cfg)
-        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"),
-                                  mode=kind if kind in ("target", "profile") else "throughput", corpus=corpus_path)
+        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=WORKER_MODES.get(kind, "throughput"),
+                                  corpus=corpus_path)
         measured_env = (outcome.measurement or {}).get("env", {})
         env = {**self.versions, "gpu_sku": self.gpu_sku(cfg), "hostname": socket.gethostname(), **measured_env}
         result = record.make_record(cfg, key, outcome.status, outcome.error, outcome.measurement, env, kind=kind,

@@ -56,8 +56,13 @@ RUNGS = ((False, 1, False), (False, 1, True), (True, 2, True), (True, 1, True))
 NAIVE_RUNGS = ((False, 1, False), (True, 1, False))
 
 
-def rungs(tricks: str) -> tuple[tuple[bool, int, bool], ...]:
-    return NAIVE_RUNGS if tricks == "naive" else RUNGS
+def rungs(tricks: str, family: str) -> tuple[tuple[bool, int, bool], ...]:
+    """The rungs a trick set climbs on a model family (fused linear-CE needs a causal LM head, AC a block that
+    transformers can checkpoint)."""
+    return tuple(r for r in (NAIVE_RUNGS if tricks == "naive" else RUNGS)
+                 if not (r[0] and family in config.NO_AC_FAMILIES)
+                 and not (r[2] and family not in config.CAUSAL_LM_FAMILIES))
+
 ASSUMED_MFU = 0.35  # for the plan's time estimate only
 PROBE_OVERHEAD_S = {"cpu": 10.0, "gpu": 45.0}  # process start, model build, compile: for the plan's estimate only
 
@@ -69,14 +74,17 @@ class Method:
     ac: bool  # activation checkpointing
     ac_every: int = 1  # checkpoint every k-th block
     flce: bool = False  # fused linear + cross-entropy head
+    family: str = "gpt_neox"  # the model's: which rungs exist
 
     @property
     def rung(self) -> int:
-        return rungs(self.tricks).index((self.ac, self.ac_every, self.flce))
+        return rungs(self.tricks, self.family).index((self.ac, self.ac_every, self.flce))
 
     def below(self) -> Method | None:
         """The same strategy and tricks one memory rung lower (None on the lowest)."""
-        return Method(self.strategy, self.tricks, *rungs(self.tricks)[self.rung - 1]) if self.rung else None
+        if not self.rung:
+            return None
+        return Method(self.strategy, self.tricks, *rungs(self.tricks, self.family)[self.rung - 1], self.family)
 
     @property
     def label(self) -> str:
@@ -123,7 +131,7 @@ def candidates(cfg: BenchConfig, methods: str,
     unknown = sorted(set(strategies or ()) - set(SPEED_ORDER))
     if unknown:
         raise config.ConfigError("strategies", f"unknown {unknown}; allowed values: {', '.join(SPEED_ORDER)}")
-    space = [Method(s, t, *rung) for t in METHOD_SETS[methods] for rung in rungs(t)
+    space = [Method(s, t, *rung, cfg.model.family) for t in METHOD_SETS[methods] for rung in rungs(t, cfg.model.family)
              for s in SPEED_ORDER if not strategies or s in strategies]
     space.sort(key=lambda m: (m.strategy in OFFLOAD, METHOD_SETS[methods].index(m.tricks), m.rung,
                               SPEED_ORDER.index(m.strategy)))

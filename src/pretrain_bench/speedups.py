@@ -37,9 +37,10 @@ def compile_kwargs(tr: TricksConfig) -> dict:
 
 
 def fp8_filter(module: nn.Module, fqn: str) -> bool:
-    """Which Linear layers train in float8: not the output head (its logits feed the loss, where precision matters
-    most, as torchao and torchtitan leave it), and only dimensions divisible by 16 (the FP8 matmul's requirement)."""
-    if fqn.split(".")[-1] in ("lm_head", "embed_out"):
+    """Which Linear layers train in float8: not the output head or classifier (its logits feed the loss, where
+    precision matters most, as torchao and torchtitan leave it), and only dimensions divisible by 16 (the FP8
+    matmul's requirement)."""
+    if fqn.split(".")[-1] in ("lm_head", "embed_out", "decoder", "classifier"):
         return False
     return isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
 

@@ -64,6 +64,13 @@ def peak_memory(rt: Runtime) -> tuple[int, str]:
     return int(peak.item()), kind
 
 
+def slowest_rank(rows: list[list[float]], rt: Runtime) -> torch.Tensor:
+    """Per-step times, maximum over ranks: a step ends when the slowest rank ends it."""
+    seconds = torch.tensor(rows, dtype=torch.float64, device=rt.device)
+    dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+    return seconds
+
+
 def batch_source(cfg: config.BenchConfig, rt: Runtime, corpus_path: str | None):
     if corpus_path is None:
         return data.synthetic(cfg.model, cfg.seed, rt.device)
@@ -140,10 +147,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
         return stop
 
     logs = loop.train(model, strategy, batches, rt, cfg.micro_batch, total, on_step=step_hook)
-    # A step ends when the slowest rank ends it: keep the per-step maximum over ranks.
-    seconds = torch.tensor([[log.seconds, log.legacy_seconds] for log in logs], dtype=torch.float64,
-                           device=rt.device)
-    dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+    seconds = slowest_rank([[log.seconds, log.legacy_seconds] for log in logs], rt)
     seconds, legacy = seconds[:, 0], seconds[:, 1]
     peak, kind = peak_memory(rt)
     timed = logs[warmup:] or logs
@@ -161,6 +165,20 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
         profiler.stop()
         measurement["profile"] = profiling.breakdown(profiler, rt, wall_s)
     return measurement
+
+
+def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> dict:
+    """The HF Trainer on the cell (hf_trainer.py), as a measurement of the same shape as `measure_cell`'s."""
+    from pretrain_bench import hf_trainer
+
+    timer, setup_s, peer = hf_trainer.train(cfg, rt, out_dir)
+    seconds = slowest_rank([[s] for s in timer.seconds], rt)[:, 0].tolist()
+    peak, kind = peak_memory(rt)
+    w = cfg.warmup_steps
+    return {"step_s": seconds[w:], "first_step_s": seconds[0], "setup_s": setup_s,
+            "timed_wall_s": timer.started[-1] + timer.seconds[-1] - timer.started[w],
+            "losses": timer.losses, "grad_norms": timer.grad_norms, "skipped_steps": sum(timer.skipped[w:]),
+            "peak_mem_bytes": peak, "mem_kind": kind, "env": device_env(rt, cfg.model), "peer": peer}
 
 
 def classify(exc: BaseException) -> str:
@@ -181,7 +199,10 @@ def main(spec_path: str, out_dir: str) -> None:
     code = 0
     try:
         rt = runtime(cfg)
-        measurement = measure_cell(cfg, rt, spec["mode"], spec["corpus"], out_dir)
+        if spec["mode"] == "hf-trainer":  # a peer framework on the same cell (`pretrain-bench peers`)
+            measurement = measure_hf_trainer(cfg, rt, out_dir)
+        else:
+            measurement = measure_cell(cfg, rt, spec["mode"], spec["corpus"], out_dir)
         status.update(status="ok", measurement=measurement if rank == 0 else None)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes this rank's recorded status
         status.update(status=classify(exc), error=f"rank {rank}: {type(exc).__name__}: {exc}",
