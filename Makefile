@@ -4,6 +4,8 @@ PY      := $(VENV)/bin/python
 BENCH   := $(VENV)/bin/pretrain-bench
 # The CPU build of torch lies on local disk; installing it first keeps pip from pulling a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
+# pip extras: `dev` (tests, lint); add `fp8` (torchao) on a GPU with FP8 tensor cores: make setup EXTRAS=dev,fp8
+EXTRAS  ?= dev
 DEMO_STORE ?= demo-results
 DEMO_ARGS  := model=pythia-14m model.seq_len=128 model.global_batch=16 micro_batch=4 hardware=cpu-2 tricks=naive steps=5 warmup_steps=2
 
@@ -14,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 # A tiny GPT-NeoX (Pythia-14M shape, short sequences) on 2 CPU processes: DDP vs FSDP2 vs DeepSpeed ZeRO-2.
@@ -25,7 +27,9 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check src tests
-	$(PY) -m pytest -q
+	# Two workers, whole files each (module fixtures such as the single-process reference run stay shared): most of
+	# the suite's time is starting real torchrun workers, which overlaps well.
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(DEMO_STORE) bench-results .pytest_cache

@@ -484,7 +484,7 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
                                             "fp8 is slower than bf16); set tricks.compile=true")
         if importlib.util.find_spec("torchao") is None:
             raise ConfigError("tricks.fp8", "FP8 training needs the `torchao` package, which is not installed "
-                                            "(a dependency of pretrain-bench: pip install torchao)")
+                                            "(the optional extra: pip install -e '.[fp8]'); allowed: false")
 
 
 def _validate_strategy(st: StrategyConfig, world: int) -> None:
