@@ -1,4 +1,4 @@
-"""`pretrain-bench` command line: run, search, validate, sweep, status, target, profile, peers, reproduce, table.
+"""`pretrain-bench` command line: run, search, validate, sweep, status, target, profile, peers, numerics, ….
 
 Hydra overrides (`model=pythia-160m micro_batch=8 ...`) follow the sub-command. Config problems exit with status 2
 and one paragraph naming the key, before any worker process starts.
@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pretrain_bench import config, export, measure, peers, plot, record, report, reproduce, search, sweep
+from pretrain_bench import config, export, measure, numerics, peers, plot, record, report, reproduce, search, sweep
 from pretrain_bench.runner import Runner
 from pretrain_bench.store import Store
 
@@ -107,6 +107,52 @@ def cmd_target(overrides: list[str], force: bool) -> int:
     out.write_text(json.dumps(rows, indent=2))
     print(f"summary: {out}")
     return 0 if all(r["reached"] == r["runs"] for r in rows) else 1
+
+
+def cmd_numerics(overrides: list[str], force: bool) -> int:
+    """Loss curves of faster methods against the baseline's seed-to-seed spread, with a table and a plot."""
+    overrides, methods = pop_option(overrides, "methods", None)
+    overrides, baseline = pop_option(overrides, "baseline", None)
+    overrides, seeds = pop_option(overrides, "seeds", "3")
+    if not methods:
+        raise config.ConfigError("methods", "name the methods to compare, e.g. methods=[free-lunch-flce,zero2:bf16]")
+    if not seeds.isdigit() or int(seeds) < 2:
+        raise config.ConfigError("seeds", f"the baseline's spread needs at least 2 seeds, got {seeds!r}")
+    baseline_overrides = method_to_overrides(baseline) if baseline else []
+    base = config.compose([*overrides, *baseline_overrides])
+    store = Store(base.store)
+    store.check_writable()
+    runner = Runner(store, force=force)
+    label = baseline or config.tricks_label(base.tricks)
+
+    def measure(method_overrides: list[str], seed: int) -> dict:
+        r = runner.measure(config.compose([*overrides, *method_overrides, f"seed={seed}"]))
+        print(summary(r), flush=True)
+        return r
+
+    base_runs = [measure(baseline_overrides, base.seed + i) for i in range(int(seeds))]
+    curves = [r["losses"] for r in base_runs if r["status"] == "ok"]
+    if len(curves) < 2:
+        print(f"the baseline {label} has {len(curves)} ok runs; its spread needs 2", file=sys.stderr)
+        return 1
+    window = min(numerics.WINDOW, len(curves[0]))
+    verdicts, method_curves = [], {}
+    speeds = {label: report.rate(next(r for r in base_runs if r["status"] == "ok")["throughput"], unit=True)}
+    failed = 0
+    for method in [m.strip() for m in methods.strip("[]").split(",")]:
+        r = measure(method_to_overrides(method), base.seed)
+        if r["status"] != "ok":
+            failed += 1
+            continue
+        verdicts.append(numerics.judge(method, r["losses"], curves, window))
+        speeds[method], method_curves[method] = report.rate(r["throughput"], unit=True), r["losses"]
+    name = store.root / f"numerics-{base.model.name}-{base.hardware.name}"
+    title = f"Loss curves: {base.model.name} on {base.hardware.name}, {len(curves[0])} steps"
+    table = numerics.markdown(title, label, len(curves), window, verdicts, speeds)
+    name.with_suffix(".md").write_text(table)
+    figure = plot.loss_curves({label: curves}, method_curves, name.with_suffix(".png"), title)
+    print(f"{table}written: {name.with_suffix('.md')}, {figure}")
+    return 0 if not failed and all(v.within_spread for v in verdicts) else 1
 
 
 def method_to_overrides(method: str) -> list[str]:
@@ -421,6 +467,9 @@ def parser() -> argparse.ArgumentParser:
                   lambda a: cmd_status(sweep.expand(a.overrides)[0], Store(a.store)))
     command("profile", "profiler trace and time breakdown of one cell's timed steps",
             "the cell's overrides, as for `run`", False, lambda a: cmd_profile(a.overrides))
+    command("numerics", "loss curves of faster methods against the baseline's seed-to-seed spread (table + PNG)",
+            "model=… hardware=… steps=200 methods=[free-lunch-flce,free-lunch-fp8] [baseline=bf16] [seeds=3] "
+            "and overrides", True, lambda a: cmd_numerics(a.overrides, a.force))
     command("peers", "HF Trainer (free-lunch TrainingArguments) vs our best method, alternating runs, with the ratio",
             "model=… hardware=… [micro_batch=…] [peers.repeats=2] [tricks=…] and overrides", False,
             lambda a: cmd_peers(a.overrides))

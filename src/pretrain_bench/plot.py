@@ -163,3 +163,24 @@ def memory_vs_micro_batch(records: list[dict[str, Any]], path: str | Path) -> Pa
            title="Peak memory vs micro-batch (x: out of memory)")
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+def loss_curves(baseline: dict[str, list[list[float]]], methods: dict[str, list[float]], path: str | Path,
+                title: str) -> Path:
+    """Training loss per step: the baseline's seeds as a min–max band with their mean, each method as a line."""
+    (label, curves), = baseline.items()
+    if not curves:
+        raise ValueError("nothing to plot for loss curves: the baseline has no ok run")
+    from pretrain_bench.numerics import band
+
+    low, high = band(curves)
+    steps = range(1, len(low) + 1)
+    fig, ax = _figure()
+    ax.fill_between(steps, low, high, alpha=0.25, label=f"{label}: {len(curves)} seeds, min–max")
+    ax.plot(steps, [sum(c[i] for c in curves) / len(curves) for i in range(len(low))], linewidth=1,
+            label=f"{label}: mean")
+    for name, curve in methods.items():
+        ax.plot(range(1, len(curve) + 1), curve, linewidth=1, label=name)
+    ax.set(xlabel="optimizer step", ylabel="training loss", title=title)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
