@@ -15,7 +15,7 @@ import copy
 import pytest
 import torch
 
-from pretrain_bench import config, fused_ce, loop, models, speedups, strategies, tricks
+from pretrain_bench import config, data, fused_ce, loop, models, speedups, strategies, tricks
 from pretrain_bench.data import SyntheticTokens
 from pretrain_bench.strategies.base import Runtime
 
@@ -86,6 +86,26 @@ def test_selective_checkpointing_checkpoints_every_kth_block_with_equal_gradient
     plain = models.build_model(cfg.model, attention=cfg.tricks.attention)
     ids = torch.randint(0, cfg.model.vocab_size, (2, cfg.model.seq_len), generator=torch.Generator().manual_seed(1))
     assert loss_and_backward(ac, ids) == pytest.approx(loss_and_backward(plain, ids), rel=1e-6)
+    assert calls == [2, 1, 2, 1]
+    assert_grads_match(plain, ac)
+
+
+def test_blocks_transformers_cannot_checkpoint_are_checkpointed_by_us():
+    """ConvNeXt (no checkpointing in transformers): every 2nd block's forward is recomputed, gradients unchanged."""
+    cfg = config.compose(["model=tiny-convnext", "tricks.activation_checkpointing=true", "tricks.ac_every=2"])
+    torch.manual_seed(0)
+    ac = tricks.build_model(cfg, compile_blocks=False)
+    blocks = models.blocks(ac, cfg.model)
+    calls = [0] * len(blocks)
+    for i, b in enumerate(blocks):
+        b.pwconv1.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    torch.manual_seed(0)
+    plain = models.build_model(cfg.model)
+    batch = data.synthetic(cfg.model, 0, torch.device("cpu")).micro_batches(0, 0, 1, 2)[0]
+    losses = [m(**batch).loss for m in (ac, plain)]
+    for loss in losses:
+        loss.backward()
+    assert losses[0].item() == pytest.approx(losses[1].item(), rel=1e-6)
     assert calls == [2, 1, 2, 1]
     assert_grads_match(plain, ac)
 

@@ -61,12 +61,12 @@ def test_static_rules_one_and_many_devices():
     assert {m.tricks for m in kept} == {"naive"} and any(o.reason.startswith("R3") for o in pruned)
 
 
-@pytest.mark.parametrize("model, flce, ac", [("tiny-mamba", True, True), ("tiny-roberta", False, True),
-                                             ("tiny-vit", False, True), ("tiny-convnext", False, False)])
-def test_memory_rungs_follow_the_model_family(model, flce, ac):
-    """Fused linear-CE exists for causal LMs only, activation checkpointing where transformers has it."""
+@pytest.mark.parametrize("model, flce", [("tiny-mamba", True), ("tiny-roberta", False), ("tiny-vit", False),
+                                         ("tiny-convnext", False)])
+def test_memory_rungs_follow_the_model_family(model, flce):
+    """Fused linear-CE exists for causal LMs only; activation checkpointing for every family."""
     kept, _ = search.candidates(search.base_config([f"model={model}", "hardware=cpu-2"]), "all")
-    assert any(m.flce for m in kept) == flce and any(m.ac for m in kept) == ac
+    assert any(m.flce for m in kept) == flce and any(m.ac and m.ac_every == 2 for m in kept)
     for m in kept:  # every method the search may measure composes into a valid config
         config.compose([f"model={model}", "hardware=cpu-2", *m.overrides(), "micro_batch=1"])
 

@@ -24,7 +24,6 @@ CONFIG_DIR = Path(os.environ.get("PRETRAIN_BENCH_CONFIGS", Path(__file__).resolv
 FAMILIES = ("gpt_neox", "gpt2", "llama", "roberta", "mamba", "vit", "convnext")
 VISION_FAMILIES = ("vit", "convnext")  # trained on images: throughput and FLOPs per image
 CAUSAL_LM_FAMILIES = ("gpt_neox", "gpt2", "llama", "mamba")  # next-token loss: real text, targets, fused CE, peers
-NO_AC_FAMILIES = ("convnext",)  # transformers has no activation checkpointing for these
 BACKENDS = ("single", "ddp", "fsdp", "deepspeed")
 RECIPE_PRECISIONS = ("fp32", "bf16", "fp16")
 TRICK_PRECISIONS = ("recipe", *RECIPE_PRECISIONS)
@@ -435,9 +434,6 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
     """The faster-method tricks: selective checkpointing, SDPA kernel choice, compile mode, FP8."""
     tr, on_cpu, spec = cfg.tricks, cfg.hardware.gpu == "cpu", hardware.gpu(cfg.hardware.gpu)
     _positive("tricks.ac_every", tr.ac_every)
-    if tr.activation_checkpointing and cfg.model.family in NO_AC_FAMILIES:
-        raise ConfigError("tricks.activation_checkpointing", f"transformers has no activation checkpointing for "
-                                                             f"{cfg.model.family}; allowed: false")
     if tr.fused_linear_ce and cfg.model.family not in CAUSAL_LM_FAMILIES:
         raise ConfigError("tricks.fused_linear_ce", f"fuses a causal LM's output head with its loss; model.family "
                                                     f"{cfg.model.family!r} has none; allowed families: "

@@ -57,11 +57,12 @@ NAIVE_RUNGS = ((False, 1, False), (True, 1, False))
 
 
 def rungs(tricks: str, family: str) -> tuple[tuple[bool, int, bool], ...]:
-    """The rungs a trick set climbs on a model family (fused linear-CE needs a causal LM head, AC a block that
-    transformers can checkpoint)."""
-    return tuple(r for r in (NAIVE_RUNGS if tricks == "naive" else RUNGS)
-                 if not (r[0] and family in config.NO_AC_FAMILIES)
-                 and not (r[2] and family not in config.CAUSAL_LM_FAMILIES))
+    """The rungs a trick set climbs on a model family: without a causal LM's output head, the same rungs without
+    fused linear-CE."""
+    ladder = NAIVE_RUNGS if tricks == "naive" else RUNGS
+    if family in config.CAUSAL_LM_FAMILIES:
+        return ladder
+    return tuple(dict.fromkeys((ac, every, False) for ac, every, _ in ladder))
 
 ASSUMED_MFU = 0.35  # for the plan's time estimate only
 PROBE_OVERHEAD_S = {"cpu": 10.0, "gpu": 45.0}  # process start, model build, compile: for the plan's estimate only

@@ -8,6 +8,7 @@ torch.compile per block, then the strategy's wrapper (FSDP shards compiled, chec
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -39,14 +40,27 @@ def build_model(cfg: BenchConfig, compile_blocks: bool) -> nn.Module:
     if tr.activation_checkpointing:
         # Non-reentrant checkpointing composes with FSDP2, DDP's no_sync and torch.compile. Selective: blocks 0, k,
         # 2k, … (transformers' per-layer flags, which checkpoint each block's forward inside FSDP2's hooks).
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
-                                              every_n_layers=tr.ac_every)
+        if model.supports_gradient_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                                  every_n_layers=tr.ac_every)
+        else:
+            checkpoint_blocks(models.blocks(model, cfg.model)[::tr.ac_every])
     if tr.compile and compile_blocks:
         # Per-block compile (as torchtitan does): small graphs, no breaks at the HF model's Python glue, and the
         # module tree (hence FSDP wrapping and state-dict names) stays as it was.
         for block in models.blocks(model, cfg.model):
             block.compile(**speedups.compile_kwargs(tr))
     return model
+
+
+def checkpoint_blocks(blocks: list[nn.Module]) -> None:
+    """Checkpoint these blocks' forward, for models whose transformers class has no checkpointing (ConvNeXt). The
+    forward is wrapped in place, as transformers' own layers do it, so module names, FSDP2 wrapping and per-block
+    compile (which calls `forward` through `_call_impl`) see the same tree."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in blocks:
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
