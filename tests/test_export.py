@@ -190,6 +190,18 @@ def test_accelerate_yaml_notes_what_the_script_sets():
     assert "accelerate launch --config_file accelerate.yaml train.py" in text
 
 
+def test_tricks_no_config_can_express_are_spelled_out(training_arguments):
+    r = make("strategy=ddp", "tricks=free-lunch-sac", "tricks.fused_linear_ce=true",
+             "tricks.compile_mode=max-autotune-no-cudagraphs", "tricks.attention_backend=flash")
+    settings = json.loads(json.dumps(export._hf_export(r)))["script_settings"]
+    assert [s.split(":")[0] for s in settings] == ["model", "model", "process"]
+    assert "every_n_layers=2" in settings[0] and "fused_ce.apply" in settings[1] and "'flash'" in settings[2]
+    kwargs = export.to_hf_training_arguments(r)
+    assert training_arguments(kwargs).torch_compile_mode == "max-autotune-no-cudagraphs"
+    assert all(s in export.to_accelerate_yaml(r) for s in settings)
+    assert export._hf_export(of("ddp"))["script_settings"] == []
+
+
 def test_launch_commands():
     assert export.launch_command(of("single"), "hf") == "python train.py"
     assert export.launch_command(of("zero2"), "hf") == "torchrun --nproc-per-node=4 train.py"

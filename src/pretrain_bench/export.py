@@ -95,6 +95,8 @@ def hf_training_arguments(cfg: BenchConfig, gpu_sku: str) -> dict[str, Any]:
         "torch_compile": tricks.compile, "optim": "adamw_torch_fused" if tricks.fused_adamw else "adamw_torch",
         "seed": cfg.seed,
     }
+    if tricks.compile and tricks.compile_mode != "default":
+        args["torch_compile_mode"] = tricks.compile_mode
     if cfg.hardware.gpu == "cpu":
         args["use_cpu"] = True
     if cfg.strategy.backend == "fsdp":
@@ -105,6 +107,24 @@ def hf_training_arguments(cfg: BenchConfig, gpu_sku: str) -> dict[str, Any]:
     if cfg.strategy.backend == "deepspeed":
         args["deepspeed"] = _hf_deepspeed(cfg)
     return args
+
+
+def script_settings(cfg: BenchConfig) -> list[str]:
+    """The measured method's tricks that no exported config can express: the training script must apply them."""
+    tr, out = cfg.tricks, []
+    if tr.activation_checkpointing and tr.ac_every > 1:
+        out.append(f"model: checkpoint every {tr.ac_every}th block only: model.activation_checkpointing_enable("
+                   f"every_n_layers={tr.ac_every}, activation_checkpointing_kwargs={{'use_reentrant': False}})")
+    if tr.fused_linear_ce:
+        out.append("model: fused linear + cross-entropy head: pretrain_bench.fused_ce.apply(model) (the Trainer's "
+                   "use_liger_kernel=True is a GPU equivalent, not the kernel measured)")
+    if tr.attention_backend != "auto":
+        out.append(f"process: only the {tr.attention_backend} SDPA kernel: "
+                   f"pretrain_bench.speedups.set_sdpa_backend({tr.attention_backend!r})")
+    if tr.fp8:
+        out.append("model, before compile and sharding: torchao.float8.convert_to_float8_training(model, "
+                   "module_filter_fn=pretrain_bench.speedups.fp8_filter)")
+    return out
 
 
 def model_kwargs(record: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +209,7 @@ def _accelerate_notes(record: dict[str, Any]) -> list[str]:
         notes.append("process: torch.backends.cuda.matmul.fp32_precision = 'tf32'")
     if cfg.tricks.fused_adamw:
         notes.append("optimizer: torch.optim.AdamW(..., fused=True)")
-    return notes
+    return notes + script_settings(cfg)
 
 
 def to_accelerate_yaml(record: dict[str, Any]) -> str:
@@ -205,7 +225,8 @@ def _check_target(to: str) -> None:
 
 def _hf_export(record: dict[str, Any]) -> dict[str, Any]:
     return {"training_arguments": to_hf_training_arguments(record), "model_kwargs": model_kwargs(record),
-            "launch": launch_command(record, "hf"), "source": {"key": record["key"], "cell": record["cell"]}}
+            "script_settings": script_settings(_config(record)), "launch": launch_command(record, "hf"),
+            "source": {"key": record["key"], "cell": record["cell"]}}
 
 
 def write_export(record: dict[str, Any], to: str, out_dir: str | Path) -> Path:
