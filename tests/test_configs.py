@@ -104,3 +104,20 @@ def test_bad_input_fails_naming_the_key(overrides, key, words):
 def test_deepspeed_fp16_on_cpu_is_rejected_before_launch():
     with pytest.raises(config.ConfigError, match="no fp16 mode"):
         config.compose(["hardware=cpu-2", "strategy=zero2", "tricks=fp16"])
+
+
+def test_the_owed_gpu_script_names_only_configs_that_exist():
+    """scripts/h100_owed.sh runs unattended on a lent GPU: a renamed model or trick preset must fail here, not there."""
+    import re
+    import subprocess
+
+    script = config.CONFIG_DIR.parent / "scripts" / "h100_owed.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    named = {(group, name) for group in ("model", "tricks", "hardware", "strategy")
+             for name in re.findall(rf"\b{group}=([\w.-]+)", text)}
+    named |= {("tricks", m) for listed in re.findall(r"methods=\[([^\]]+)\]", text) for m in listed.split(",")}
+    named |= {("tricks", m) for m in re.findall(r"baseline=([\w-]+)", text)}
+    assert {g for g, _ in named} == {"model", "tricks", "hardware", "strategy"}
+    missing = sorted(f"{g}={n}" for g, n in named if n not in config.options(g))
+    assert not missing, missing
