@@ -20,7 +20,8 @@ def as_inputs(batch: torch.Tensor | dict) -> dict:
 
 
 class _Source:
-    """Splits a step's global batch (a dict of row-aligned tensors) into this rank's accumulation micro-batches."""
+    """Splits a step's global batch (a token tensor, or a dict of row-aligned tensors) into this rank's
+    accumulation micro-batches."""
 
     def __init__(self, global_batch: int, seed: int, device: torch.device):
         self.global_batch, self.seed, self.device = global_batch, seed, device
