@@ -11,7 +11,10 @@ states (chunks ≈ vocab / hidden).
 Numerics: the same float operations as `transformers`' ForCausalLMLoss (logits in the compute dtype, upcast to fp32,
 log-sum-exp, mean over non-ignored targets), but sums run per chunk: in fp32 the results equal the unfused model's up
 to reordered floating-point sums (relative ~1e-7). Under bf16 the head-weight gradient is rounded to bf16 once per
-chunk before it is summed in fp32 (the unfused head rounds once in total).
+chunk before it is summed in fp32 (the unfused head rounds once in total). Under fp16 the gradients are kept without
+the 1/tokens factor until backward, where the loss scaler's factor arrives (see `_chunked`); the per-chunk head-weight
+gradient is then an fp16 sum of up to `chunk` terms of |h|, which must stay below 65504 (an overflow shows as skipped
+steps).
 
 Integration: `apply(model)` swaps the HF model's output head for `FusedLinearCrossEntropyHead`, which keeps the same
 Parameter under the same name (`lm_head.weight`, so tied embeddings stay tied and FSDP2/DeepSpeed see the same tree).
