@@ -6,14 +6,15 @@ import pytest
 
 from pretrain_bench import config, hardware, models
 
-PARTNER = {"strategy": {"single": ["hardware=cpu-1"]}, "tricks": {"flash": None}}
+# flash needs flash_attn + a GPU (test_bad_input); free-lunch-fp8 an FP8 GPU + torchao (test_fast_methods)
+PARTNER = {"strategy": {"single": ["hardware=cpu-1"]}, "tricks": {"flash": None, "free-lunch-fp8": None}}
 
 
 @pytest.mark.parametrize("group", ["model", "hardware", "strategy", "tricks"])
 def test_every_config_composes(group):
     for name in config.options(group):
         extra = PARTNER.get(group, {}).get(name, ["hardware=cpu-2", "strategy=ddp"] if group != "hardware" else [])
-        if extra is None:  # flash needs flash_attn + a GPU: checked in test_bad_input
+        if extra is None:  # needs a GPU stack this machine may lack: checked elsewhere
             continue
         overrides = [f"{group}={name}", *extra]
         if group == "hardware":

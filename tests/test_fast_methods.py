@@ -70,6 +70,23 @@ def test_linear_cross_entropy_matches_torch_with_ignored_targets_and_odd_chunks(
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
+def test_fused_linear_ce_gradients_survive_fp16_with_loss_scaling():
+    """fp16 (a GradScaler scales the loss after the fused head has computed its gradients): softmax × 1/tokens is
+    below fp16's smallest subnormal here (1/8192 × 1/4096 ≈ 3e-8), so the gradients must be scaled in backward."""
+    torch.manual_seed(0)
+    n, d, v = 4096, 32, 8192
+    hidden = torch.randn(n, d).half().requires_grad_()
+    weight = (torch.randn(v, d) * 0.02).half().requires_grad_()
+    targets = torch.randint(0, v, (n,))
+    loss_scale = 2.0 ** 16
+    (fused_ce.linear_cross_entropy(hidden, weight, targets) * loss_scale).backward()
+    h32, w32 = hidden.detach().float().requires_grad_(), weight.detach().float().requires_grad_()
+    torch.nn.functional.cross_entropy(h32 @ w32.t(), targets).backward()
+    for mine, ref in ((hidden.grad, h32.grad), (weight.grad, w32.grad)):
+        err = (mine.float() / loss_scale - ref).norm() / ref.norm()
+        assert err < 1e-2  # fp16 rounding; without the fix the softmax part vanishes (error ~ 100 %)
+
+
 def test_selective_checkpointing_checkpoints_every_kth_block_with_equal_gradients():
     cfg = config.compose(["model=tiny", "model.num_layers=4", "tricks.activation_checkpointing=true",
                           "tricks.ac_every=2"])
@@ -142,6 +159,27 @@ def test_fp8_filter_skips_the_head_and_odd_dimensions():
     assert chosen == {f"gpt_neox.layers.{i}.attention.{p}" for i in range(2) for p in ("query_key_value", "dense")}
 
 
+def test_fp8_filter_skips_mamba_projections_the_fused_kernel_reads_directly():
+    cfg = config.compose(["model=tiny-mamba"])
+    model = models.build_model(cfg.model)
+    leaves = {name.split(".")[-1] for name, mod in model.named_modules() if speedups.fp8_filter(mod, name)}
+    assert leaves <= {"in_proj"}  # x_proj, dt_proj, out_proj: their .weight goes straight to mamba_inner_fn
+
+
+def test_fp8_conversion_that_converts_nothing_fails(monkeypatch):
+    import sys
+    import types
+
+    def convert(model, module_filter_fn=None, config=None):  # torchao's signature; here it swaps nothing
+        return model
+
+    float8 = types.SimpleNamespace(convert_to_float8_training=convert)
+    monkeypatch.setitem(sys.modules, "torchao", types.ModuleType("torchao"))
+    monkeypatch.setitem(sys.modules, "torchao.float8", float8)
+    with pytest.raises(ValueError, match="no Linear layer"):
+        speedups.convert_fp8(torch.nn.Sequential(torch.nn.Linear(8, 8)))
+
+
 @pytest.mark.parametrize(("overrides", "key", "words"), [
     (["tricks.ac_every=0", "tricks.activation_checkpointing=true"], "tricks.ac_every", ["≥ 1"]),
     (["tricks.ac_every=2"], "tricks.ac_every", ["activation_checkpointing=true"]),
@@ -161,6 +199,17 @@ def test_fp8_filter_skips_the_head_and_odd_dimensions():
     (["hardware=2xh100", "strategy=zero2", "model=pythia-160m", "tricks=free-lunch", "tricks.fp8=true"],
      "tricks.fp8", ["deepspeed"]),
     (["hardware=1xh100", "model=pythia-160m", "tricks=bf16", "tricks.fp8=true"], "tricks.fp8", ["compile=true"]),
+    (["hardware=1xh100", "model=gpt2-124m", "tricks=free-lunch", "tricks.fp8=true"], "tricks.fp8", ["Conv1D"]),
+    (["hardware=1xh100", "model=llama-3.2-1b", "tricks=free-lunch", "tricks.attention_backend=efficient"],
+     "tricks.attention_backend", ["grouped-query", "auto, flash, math"]),
+    (["hardware=1xh100", "model=smollm2-135m", "tricks=free-lunch", "tricks.attention_backend=cudnn"],
+     "tricks.attention_backend", ["grouped-query"]),
+    (["hardware=1xh100", "model=pythia-160m", "tricks=free-lunch", "model.num_heads=2",
+      "tricks.attention_backend=flash"], "tricks.attention_backend", ["≤ 256", "384"]),
+    (["hardware=2xh100", "strategy=fsdp", "model=pythia-160m", "tricks=free-lunch",
+      "tricks.compile_mode=reduce-overhead"], "tricks.compile_mode", ["CUDA graphs", "fsdp"]),
+    (["hardware=2xh100", "strategy=zero3", "model=pythia-160m", "tricks=free-lunch",
+      "tricks.compile_mode=max-autotune"], "tricks.compile_mode", ["zero3", "max-autotune-no-cudagraphs"]),
 ])
 def test_bad_fast_method_settings_name_the_key(overrides, key, words):
     with pytest.raises(config.ConfigError) as err:
@@ -168,6 +217,18 @@ def test_bad_fast_method_settings_name_the_key(overrides, key, words):
     assert err.value.key == key
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["hardware=1xh100", "model=llama-3.2-1b", "tricks=free-lunch", "tricks.attention_backend=flash"],
+    ["hardware=1xh100", "model=smollm2-1.7b", "tricks=free-lunch", "tricks.attention_backend=efficient"],  # MHA
+    ["hardware=2xh100", "strategy=ddp", "model=pythia-160m", "tricks=free-lunch",
+     "tricks.compile_mode=reduce-overhead"],
+    ["hardware=2xh100", "strategy=zero2", "model=pythia-160m", "tricks=free-lunch",
+     "tricks.compile_mode=max-autotune"],
+])
+def test_gpu_fast_method_combinations_that_can_run_are_accepted(overrides):
+    config.compose(overrides)
 
 
 def test_fp8_without_torchao_names_the_package(monkeypatch):

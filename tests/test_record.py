@@ -33,6 +33,15 @@ def test_ok_record_is_complete_and_json():
     assert r["numerics"]["matches_recipe"] and r["valid"]
 
 
+def test_setup_peak_is_kept_apart_from_the_training_peak():
+    cfg = config.compose(["model=pythia-1b", "hardware=1xh100", "tricks=free-lunch", "micro_batch=8"])
+    env = {**record.library_versions(), "gpu_sku": "h100", "device_name": "NVIDIA H100 80GB HBM3"}
+    m = {**measurement([32.0] * 5), "setup_peak_mem_bytes": 8 * 2**30}
+    r = record.make_record(cfg, record.cell_key(cfg, env, "h100"), "ok", None, m, env)
+    assert r["memory"] == {"peak_gib": 40.0, "kind": "cuda_max_allocated", "setup_peak_gib": 8.0}
+    assert "setup_peak_gib" not in make([32.0] * 5)["memory"]  # CPU runs have none
+
+
 def test_mfu_above_peak_is_invalid():
     r = make([5.0] * 5)  # 1B at 419k tokens/s on one H100 would be > 100% of peak
     assert r["flops"]["mfu"] > 1 and not r["valid"] and "exceeds" in r["invalid_reason"]

@@ -36,6 +36,7 @@ ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")  # SDPA ker
 GPU_ATTENTION_BACKENDS = ("flash", "cudnn", "efficient")
 COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
 CUDA_GRAPH_COMPILE_MODES = ("max-autotune", "reduce-overhead")  # these capture CUDA graphs: GPU only
+FP8_UNSUPPORTED_FAMILIES = ("gpt2",)  # no nn.Linear for torchao float8 to swap (transformers' GPT-2 uses Conv1D)
 MIN_TIMED_STEPS = 5  # median and spread need at least this many timed optimizer steps
 
 
@@ -460,6 +461,22 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
                 raise ConfigError("tricks.attention_backend", f"the {tr.attention_backend} kernel runs in bf16/fp16 "
                                                               f"only, and the precision is fp32; allowed: auto, "
                                                               f"efficient, math (or tricks.precision=bf16)")
+        head_dim = cfg.model.hidden_size // cfg.model.num_heads
+        attends = cfg.model.family not in ("mamba", "convnext")  # attention-free families: no SDPA call to check
+        if attends and tr.attention_backend == "flash" and (head_dim % 8 or head_dim > 256):
+            # torch's flash SDPA kernel: head dimension a multiple of 8 and at most 256 (sdp_utils check_head_dim_size)
+            raise ConfigError("tricks.attention_backend", f"the flash kernel needs a head dimension that is a multiple "
+                                                          f"of 8 and ≤ 256; model.hidden_size / model.num_heads is "
+                                                          f"{head_dim}; allowed: auto, efficient, math")
+        kv_heads = cfg.model.num_kv_heads or cfg.model.num_heads
+        if attends and tr.attention_backend in ("efficient", "cudnn") and kv_heads < cfg.model.num_heads:
+            # transformers' sdpa_attention_forward passes enable_gqa=True on CUDA when there is no mask (training
+            # without padding: use_gqa_in_sdpa), and torch documents GQA for the flash and math kernels only
+            # (scaled_dot_product_attention's docstring), so the only kernel enabled would find no kernel to run.
+            raise ConfigError("tricks.attention_backend", f"grouped-query attention (model.num_kv_heads={kv_heads} < "
+                                                          f"model.num_heads={cfg.model.num_heads}) runs on the flash "
+                                                          f"and math SDPA kernels only, not "
+                                                          f"{tr.attention_backend}; allowed: auto, flash, math")
     _one_of("tricks.compile_mode", tr.compile_mode, COMPILE_MODES)
     if tr.compile_mode != "default":
         if not tr.compile:
@@ -468,6 +485,16 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
         if on_cpu and tr.compile_mode in CUDA_GRAPH_COMPILE_MODES:
             raise ConfigError("tricks.compile_mode", f"{tr.compile_mode} captures CUDA graphs, which exist on GPUs "
                                                      f"only; allowed on CPU: default, max-autotune-no-cudagraphs")
+        sharded = cfg.strategy.backend == "fsdp" or (cfg.strategy.backend == "deepspeed" and
+                                                     cfg.strategy.zero_stage == 3)
+        if tr.compile_mode in CUDA_GRAPH_COMPILE_MODES and sharded:
+            # A CUDA graph replays fixed memory addresses; FSDP2 and ZeRO-3 free each block's gathered parameters
+            # after use and gather them into new storage on the next forward (FSDP2 also allocates pinned host memory
+            # in chunk_cat, unsafe during capture): pytorch/pytorch#127225, #164264. Such graphs are re-recorded or
+            # skipped, so the label would claim CUDA graphs that did not run, or the run fails.
+            raise ConfigError("tricks.compile_mode", f"{tr.compile_mode} captures CUDA graphs, which do not work with "
+                                                     f"parameters gathered on the fly ({strategy_label(cfg.strategy)}"
+                                                     f"); allowed: default, max-autotune-no-cudagraphs")
     if tr.fp8:
         if "fp8" not in spec.peak_flops:
             raise ConfigError("tricks.fp8", f"FP8 training needs FP8 tensor cores (Hopper, or Ada); {spec.name} "
@@ -475,6 +502,11 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
         if cfg.strategy.backend == "deepspeed":
             raise ConfigError("tricks.fp8", "torchao float8 training is wired for single, ddp and fsdp only; "
                                             "allowed with deepspeed: false")
+        if cfg.model.family in FP8_UNSUPPORTED_FAMILIES:
+            raise ConfigError("tricks.fp8", f"torchao float8 swaps nn.Linear layers, and model.family "
+                                            f"{cfg.model.family!r} has none outside its output head (transformers "
+                                            f"builds GPT-2's projections as Conv1D): nothing would run in float8; "
+                                            f"allowed: false")
         if not tr.compile:
             raise ConfigError("tricks.fp8", "torchao float8 needs torch.compile to fuse its scaling casts (eager "
                                             "fp8 is slower than bf16); set tricks.compile=true")

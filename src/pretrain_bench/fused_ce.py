@@ -11,7 +11,10 @@ states (chunks ≈ vocab / hidden).
 Numerics: the same float operations as `transformers`' ForCausalLMLoss (logits in the compute dtype, upcast to fp32,
 log-sum-exp, mean over non-ignored targets), but sums run per chunk: in fp32 the results equal the unfused model's up
 to reordered floating-point sums (relative ~1e-7). Under bf16 the head-weight gradient is rounded to bf16 once per
-chunk before it is summed in fp32 (the unfused head rounds once in total).
+chunk before it is summed in fp32 (the unfused head rounds once in total). Under fp16 the gradients are kept without
+the 1/tokens factor until backward, where the loss scaler's factor arrives (see `_chunked`); the per-chunk head-weight
+gradient is then an fp16 sum of up to `chunk` terms of |h|, which must stay below 65504 (an overflow shows as skipped
+steps).
 
 Integration: `apply(model)` swaps the HF model's output head for `FusedLinearCrossEntropyHead`, which keeps the same
 Parameter under the same name (`lm_head.weight`, so tied embeddings stay tied and FSDP2/DeepSpeed see the same tree).
@@ -41,8 +44,15 @@ def chunk_tokens(n_tokens: int, vocab: int, hidden: int) -> int:
 
 
 def _chunked(hidden, weight, targets, scale, chunk, ignore_index, with_grads):
-    """Sum of per-token cross-entropy × scale, and (optionally) its gradients w.r.t. hidden and weight."""
+    """Sum of per-token cross-entropy × scale, and (optionally) its gradients w.r.t. hidden and weight.
+
+    The gradients are returned without `scale` in fp16 (the caller applies it in backward): they are computed here,
+    before the loss scaler multiplies the loss, and softmax × 1/tokens is far below fp16's smallest subnormal (6e-8)
+    for a large vocabulary and batch (1/50k × 1/16k ≈ 1e-9), so all but the target entries would round to zero. In
+    bf16 and fp32 (fp32's exponent range) the scale is folded in here, in fp32, before the cast.
+    """
     dtype = _compute_dtype(hidden)
+    row_scale = 1.0 if dtype == torch.float16 else scale
     w = weight.to(dtype)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     grad_h = torch.empty_like(hidden) if with_grads else None
@@ -60,25 +70,28 @@ def _chunked(hidden, weight, targets, scale, chunk, ignore_index, with_grads):
             # d(loss)/d(logits) = (softmax - one_hot(target)) × scale per valid row, 0 for ignored rows (in place).
             g = logits.sub_(lse[:, None]).exp_()
             g[torch.arange(g.shape[0], device=g.device), safe_y] -= 1.0
-            g.mul_((valid.float() * scale)[:, None])
+            g.mul_((valid.float() * row_scale)[:, None])
             g = g.to(dtype)
             grad_h[start:start + chunk] = (g @ w).to(hidden.dtype)
             grad_w += g.t() @ h
-    return total * scale, grad_h, grad_w
+    return total * scale, grad_h, grad_w, dtype == torch.float16
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, scale, chunk, ignore_index):
-        loss, grad_h, grad_w = _chunked(hidden, weight, targets, scale, chunk, ignore_index, with_grads=True)
-        ctx.save_for_backward(grad_h, grad_w)
+        loss, grad_h, grad_w, unscaled = _chunked(hidden, weight, targets, scale, chunk, ignore_index,
+                                                  with_grads=True)
+        factor = torch.as_tensor(scale if unscaled else 1.0, dtype=torch.float32, device=hidden.device)
+        ctx.save_for_backward(grad_h, grad_w, factor)
         ctx.weight_dtype = weight.dtype
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
-        return (grad_h * grad_out.to(grad_h.dtype), (grad_w * grad_out).to(ctx.weight_dtype),
+        grad_h, grad_w, factor = ctx.saved_tensors
+        factor = factor * grad_out  # fp32; in fp16 the loss scale (≈ 2^16) brings 1/tokens back into range
+        return (grad_h * factor.to(grad_h.dtype), (grad_w * factor).to(ctx.weight_dtype),
                 None, None, None, None)
 
 

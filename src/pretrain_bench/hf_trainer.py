@@ -77,9 +77,15 @@ class StepTimer(TrainerCallback):
     skipped: list[bool] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)
+    setup_peak: int | None = None  # CUDA allocator peak before the first step (then reset, as our worker does)
 
     def on_step_begin(self, args, state, control, **kwargs):
         loop.synchronize(self.device)
+        if not self.started and self.device.type == "cuda":
+            # After the Trainer has moved, wrapped and prepared everything (accelerate.prepare runs after
+            # on_train_begin), so the recorded peak is training's, like worker.start_training_peak's.
+            self.setup_peak = torch.cuda.max_memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.started.append(time.perf_counter())
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):

@@ -36,18 +36,35 @@ def compile_kwargs(tr: TricksConfig) -> dict:
     return {} if tr.compile_mode == "default" else {"mode": tr.compile_mode}
 
 
+# Mamba's mixer hands these layers' `.weight` straight to the fused kernel (transformers MambaMixer.forward:
+# mamba_inner_fn(…, self.x_proj.weight, self.dt_proj.weight, self.out_proj.weight, …); the PyTorch path also reads
+# dt_proj.weight): a Float8Linear there would never run its float8 forward. in_proj is called as a module.
+_WEIGHT_READ_DIRECTLY = {("mixer", "x_proj"), ("mixer", "dt_proj"), ("mixer", "out_proj")}
+
+
 def fp8_filter(module: nn.Module, fqn: str) -> bool:
-    """Which Linear layers train in float8: not the output head or classifier (its logits feed the loss, where
-    precision matters most, as torchao and torchtitan leave it), and only dimensions divisible by 16 (the FP8
-    matmul's requirement)."""
-    if fqn.split(".")[-1] in ("lm_head", "embed_out", "decoder", "classifier"):
+    """Which Linear layers train in float8 (torchao's `module_filter_fn(module, fqn)`): not the output head or
+    classifier (its logits feed the loss, where precision matters most, as torchao and torchtitan leave it), not
+    layers whose weight the parent uses without calling them (Mamba's mixer), and only dimensions divisible by 16
+    (the FP8 matmul's requirement). The fused linear-CE head is not an nn.Linear, so it is never converted."""
+    parts = tuple(fqn.split("."))
+    if parts[-1] in ("lm_head", "embed_out", "decoder", "classifier") or parts[-2:] in _WEIGHT_READ_DIRECTLY:
         return False
     return isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
 
 
 def convert_fp8(model: nn.Module) -> nn.Module:
-    """Swap eligible nn.Linear layers for torchao's Float8Linear (dynamic tensorwise scaling), in place."""
+    """Swap eligible nn.Linear layers for torchao's Float8Linear (dynamic tensorwise scaling), in place.
+
+    torchao's default Float8LinearConfig: tensorwise scales and `enable_fsdp_float8_all_gather=False`, so FSDP2
+    all-gathers bf16 weights and each Float8Linear casts them (torchtitan's default too). Float8 all-gather would
+    halve that traffic but needs `precompute_float8_dynamic_scale_for_fsdp` after every optimizer step; not wired.
+    Fails when nothing was converted: a record must not claim float8 matmuls that never ran.
+    """
     from torchao.float8 import convert_to_float8_training
 
     convert_to_float8_training(model, module_filter_fn=fp8_filter)
+    if not any(type(m).__name__ == "Float8Linear" for m in model.modules()):
+        raise ValueError("tricks.fp8: no Linear layer of this model qualifies for float8 (dimensions divisible by "
+                         "16, not the output head)")
     return model

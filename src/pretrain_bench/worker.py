@@ -53,10 +53,22 @@ def device_env(rt: Runtime, m: config.ModelConfig) -> dict:
     return {"device_name": "cpu", "gpu_sku": "cpu", "cuda": None, "torch_threads": torch.get_num_threads(), **kernels}
 
 
-def peak_memory(rt: Runtime) -> tuple[int, str]:
-    """Peak bytes over all ranks: CUDA allocator high-water mark on GPU, process max RSS on CPU."""
+def start_training_peak(rt: Runtime) -> int | None:
+    """The CUDA allocator's high-water mark so far (set-up: build, wrap, DeepSpeed's buffers), then a fresh one, so
+    that `peak_memory` reports what training needs (warm-up and timed steps: compile, optimizer state, activations)
+    rather than a transient of set-up. None on CPU, where the max RSS of a process cannot be reset."""
+    if rt.device.type != "cuda":
+        return None
+    setup = torch.cuda.max_memory_allocated(rt.device)
+    torch.cuda.reset_peak_memory_stats(rt.device)
+    return setup
+
+
+def peak_memory(rt: Runtime, value: float | None = None) -> tuple[int, str]:
+    """Peak bytes over all ranks: CUDA allocator high-water mark on GPU, process max RSS on CPU (or `value`)."""
     if rt.device.type == "cuda":
-        value, kind = torch.cuda.max_memory_allocated(rt.device), "cuda_max_allocated"
+        kind = "cuda_max_allocated"
+        value = torch.cuda.max_memory_allocated(rt.device) if value is None else value
     else:
         value, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
     peak = torch.tensor(float(value), device=rt.device)
@@ -129,6 +141,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
     batches = faults.inject(model, batch_source(cfg, rt, corpus_path), rt.rank)
     tracker = TargetTracker(cfg, model, strategy, rt, corpus_path) if mode == "target" else None
     setup_s = time.perf_counter() - started
+    setup_peak = start_training_peak(rt)
     total = cfg.target.max_steps if tracker else cfg.warmup_steps + cfg.steps
     warmup = 1 if tracker else cfg.warmup_steps  # in target mode every step trains; only the first is set apart
 
@@ -159,6 +172,8 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
                    "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
                    "skipped_steps": sum(log.skipped for log in timed), "peak_mem_bytes": peak, "mem_kind": kind,
                    "env": device_env(rt, cfg.model)}
+    if setup_peak is not None:
+        measurement["setup_peak_mem_bytes"] = peak_memory(rt, setup_peak)[0]
     if tracker:
         measurement["target"] = tracker.result()
     if profiler:
@@ -178,7 +193,9 @@ def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> di
     return {"step_s": seconds[w:], "first_step_s": seconds[0], "setup_s": setup_s,
             "timed_wall_s": timer.started[-1] + timer.seconds[-1] - timer.started[w],
             "losses": timer.losses, "grad_norms": timer.grad_norms, "skipped_steps": sum(timer.skipped[w:]),
-            "peak_mem_bytes": peak, "mem_kind": kind, "env": device_env(rt, cfg.model), "peer": peer}
+            "peak_mem_bytes": peak, "mem_kind": kind, "env": device_env(rt, cfg.model), "peer": peer,
+            **({"setup_peak_mem_bytes": peak_memory(rt, timer.setup_peak)[0]} if timer.setup_peak is not None
+               else {})}
 
 
 def classify(exc: BaseException) -> str:

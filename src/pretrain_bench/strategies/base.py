@@ -67,7 +67,7 @@ class TorchStrategy(Strategy):
     uses_autocast = True  # FSDP2 casts through its MixedPrecisionPolicy instead
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        self.module = self.parallelize(model.to(self.rt.device))
+        self.module = self.parallelize(model)
         recipe = self.cfg.model.recipe
         self.optimizer = tricks.make_optimizer(self.module, recipe, fused=self.cfg.tricks.fused_adamw)
         self.scheduler = tricks.make_scheduler(self.optimizer, recipe)
@@ -75,7 +75,8 @@ class TorchStrategy(Strategy):
         return self.module
 
     def parallelize(self, model: nn.Module) -> nn.Module:
-        return model
+        """Move the (CPU-built) model to the device and wrap it; FSDP2 overrides this to shard before moving."""
+        return model.to(self.rt.device)
 
     def make_scaler(self):
         return torch.amp.GradScaler(self.rt.device.type)

@@ -14,7 +14,8 @@ class DDPStrategy(TorchStrategy):
     def parallelize(self, model: nn.Module) -> nn.Module:
         device_ids = [self.rt.local_rank] if self.rt.device.type == "cuda" else None
         # gradient_as_bucket_view: gradients live in the communication buckets (less memory, same math).
-        return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
+        return DistributedDataParallel(super().parallelize(model), device_ids=device_ids,
+                                       gradient_as_bucket_view=True)
 
     def micro_batch(self, is_last: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if is_last else self.module.no_sync()

@@ -21,6 +21,10 @@ class FSDPStrategy(TorchStrategy):
     uses_autocast = False
 
     def parallelize(self, model: nn.Module) -> nn.Module:
+        """Shard the model while it is still on the host. fully_shard moves each module's own parameters and buffers
+        to the mesh's device as it shards them (torch/distributed/fsdp/_fully_shard/_fsdp_init.py,
+        `_move_states_to_device`), so a GPU holds one block's full fp32 weights at a time, never the whole model:
+        moving first would put the unsharded model on every GPU and into the recorded peak memory."""
         # An explicit device mesh: gloo on CPU tensors needs a CPU mesh even on machines that have a GPU.
         mesh = init_device_mesh(self.rt.device.type, (self.rt.world,))
         policy = (MixedPrecisionPolicy() if self.dtype == torch.float32
