@@ -11,8 +11,9 @@ from hydra import compose, initialize_config_dir
 from pretrain_bench import cli, config, sweep
 from pretrain_bench.store import Store
 
+# Global batch 4: few micro-batch candidates, so each cell's search is a handful of launches.
 GRID = ["model=tiny", "model.num_layers=1,2", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]",
-        "steps=5", "warmup_steps=1"]
+        "steps=5", "warmup_steps=1", "model.global_batch=4"]
 
 
 def test_grid_expands_and_validates():
@@ -72,9 +73,9 @@ def finished(store: Store, cells) -> dict[str, str]:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
-def test_2x2_sweep_fills_the_store_and_resumes(tmp_path, launcher, capsys):
-    args = ["sweep", *GRID, f"hydra/launcher={launcher}", "--store", str(tmp_path)]
+def test_2x2_sweep_fills_the_store_and_resumes(tmp_path, capsys):
+    """Through submitit_local (each cell a separate job process, as on SLURM)."""
+    args = ["sweep", *GRID, "hydra/launcher=submitit_local", "--store", str(tmp_path)]
     assert cli.main(args) == 0, capsys.readouterr()
     cells, _ = sweep.expand(GRID)
     store = Store(tmp_path)
@@ -90,9 +91,18 @@ def test_2x2_sweep_fills_the_store_and_resumes(tmp_path, launcher, capsys):
 
 
 @pytest.mark.distributed
+def test_the_basic_launcher_runs_cells_in_process(tmp_path, capsys):
+    grid = [g for g in GRID if not g.startswith(("model.num_layers", "hardware"))] + ["hardware=cpu-1"]
+    assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 0, capsys.readouterr()
+    [cell], _ = sweep.expand(grid)
+    assert sweep.read_status(Store(tmp_path), cell.id)["state"] == "done"
+
+
+@pytest.mark.distributed
 def test_a_killed_worker_fails_its_cell_and_the_others_finish(tmp_path):
     grid = ["model=tiny", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]", "steps=5",
-            "warmup_steps=1", "+env.PRETRAIN_BENCH_FAULT='kill:rank=1:step=1'"]  # rank 1 exists on cpu-2 only
+            "warmup_steps=1", "model.global_batch=4",
+            "+env.PRETRAIN_BENCH_FAULT='kill:rank=1:step=1'"]  # rank 1 exists on cpu-2 only
     assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 1
     cells, _ = sweep.expand(grid)
     states = {c.hardware: sweep.read_status(Store(tmp_path), c.id) for c in cells}
@@ -110,7 +120,7 @@ def test_interrupted_sweep_resumes_without_losing_or_duplicating_cells(tmp_path)
     import time
 
     grid = ["model=tiny", "model.num_layers=1,2", "hardware=cpu-2", "methods=naive", "strategies=[ddp]",
-            "steps=5", "warmup_steps=1"]
+            "steps=5", "warmup_steps=1", "model.global_batch=4"]
     cmd = [sys.executable, "-m", "pretrain_bench.cli", "sweep", *grid, "--store", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cells, _ = sweep.expand(grid)
