@@ -10,7 +10,7 @@ from torch import nn
 
 from pretrain_bench import speedups, tricks
 from pretrain_bench.strategies.base import StepResult, Strategy
-from pretrain_bench.strategies.zero_config import deepspeed_config
+from pretrain_bench.strategies.zero_config import deepspeed_config, uses_cpu_adam
 
 
 class DeepSpeedStrategy(Strategy):
@@ -22,9 +22,9 @@ class DeepSpeedStrategy(Strategy):
         deepspeed.init_distributed(dist_backend=self.rt.dist_backend)  # adopts the process group already up
         recipe = self.cfg.model.recipe
         config = deepspeed_config(self.cfg, pin_memory=self.rt.device.type == "cuda")
-        offloaded = self.cfg.strategy.offload_optimizer
-        optimizer = None if offloaded else tricks.make_optimizer(model, recipe, fused=self.cfg.tricks.fused_adamw)
-        params = tricks.param_groups(model, recipe.weight_decay) if offloaded else None
+        cpu_adam = uses_cpu_adam(self.cfg)  # else our torch AdamW, also for offloaded state on the `cpu` hardware
+        optimizer = None if cpu_adam else tricks.make_optimizer(model, recipe, fused=self.cfg.tricks.fused_adamw)
+        params = tricks.param_groups(model, recipe.weight_decay) if cpu_adam else None
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, model_parameters=params, config=config,
             lr_scheduler=lambda opt: tricks.make_scheduler(opt, recipe))

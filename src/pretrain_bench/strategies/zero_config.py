@@ -10,6 +10,14 @@ from typing import Any
 from pretrain_bench.config import BenchConfig
 
 
+def uses_cpu_adam(cfg: BenchConfig) -> bool:
+    """Whether the offloaded optimizer step is DeepSpeed's vectorised CPU Adam (what users run on GPUs). On the `cpu`
+    hardware (rehearsals, tests) the optimizer runs on the CPU either way, so CPU Adam buys nothing there, while its
+    first use JIT-compiles a C++ extension for about two minutes per machine: torch's AdamW steps the offloaded
+    state instead, the same update."""
+    return cfg.strategy.offload_optimizer and cfg.hardware.gpu != "cpu"
+
+
 def deepspeed_config(cfg: BenchConfig, pin_memory: bool = True) -> dict[str, Any]:
     st, recipe = cfg.strategy, cfg.model.recipe
     zero: dict[str, Any] = {"stage": st.zero_stage, "overlap_comm": True, "contiguous_gradients": True}
@@ -28,11 +36,12 @@ def deepspeed_config(cfg: BenchConfig, pin_memory: bool = True) -> dict[str, Any
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if st.offload_optimizer:
-        # Offloaded optimizer state is stepped by DeepSpeed's vectorised CPU Adam (what users run in practice).
+    if uses_cpu_adam(cfg):
         config["optimizer"] = {"type": "AdamW", "params": {
             "lr": recipe.lr, "betas": [recipe.beta1, recipe.beta2], "eps": recipe.eps,
             "weight_decay": recipe.weight_decay}}
     else:
         config["zero_allow_untested_optimizer"] = True  # our client optimizer is torch's AdamW
+        if st.offload_optimizer:
+            config["zero_force_ds_cpu_optimizer"] = False  # DeepSpeed would otherwise insist on its CPU Adam
     return config
