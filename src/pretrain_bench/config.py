@@ -24,6 +24,7 @@ CONFIG_DIR = Path(os.environ.get("PRETRAIN_BENCH_CONFIGS", Path(__file__).resolv
 FAMILIES = ("gpt_neox", "gpt2", "llama", "roberta", "mamba", "vit", "convnext")
 VISION_FAMILIES = ("vit", "convnext")  # trained on images: throughput and FLOPs per image
 CAUSAL_LM_FAMILIES = ("gpt_neox", "gpt2", "llama", "mamba")  # next-token loss: real text, targets, fused CE, peers
+ATTENTION_FREE_FAMILIES = ("mamba", "convnext")  # no attention layer: no kernel to choose
 BACKENDS = ("single", "ddp", "fsdp", "deepspeed")
 RECIPE_PRECISIONS = ("fp32", "bf16", "fp16")
 TRICK_PRECISIONS = ("recipe", *RECIPE_PRECISIONS)
@@ -462,7 +463,7 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
                                                               f"only, and the precision is fp32; allowed: auto, "
                                                               f"efficient, math (or tricks.precision=bf16)")
         head_dim = cfg.model.hidden_size // cfg.model.num_heads
-        attends = cfg.model.family not in ("mamba", "convnext")  # attention-free families: no SDPA call to check
+        attends = cfg.model.family not in ATTENTION_FREE_FAMILIES  # no SDPA call to check
         if attends and tr.attention_backend == "flash" and (head_dim % 8 or head_dim > 256):
             # torch's flash SDPA kernel: head dimension a multiple of 8 and at most 256 (sdp_utils check_head_dim_size)
             raise ConfigError("tricks.attention_backend", f"the flash kernel needs a head dimension that is a multiple "

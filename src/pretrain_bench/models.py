@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pretrain_bench.config import CAUSAL_LM_FAMILIES, FAMILIES, ModelConfig
+from pretrain_bench.config import ATTENTION_FREE_FAMILIES, CAUSAL_LM_FAMILIES, FAMILIES, VISION_FAMILIES, ModelConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,7 +31,6 @@ class Family:
     flops_per_token: Callable[[ModelConfig], float]  # model FLOPs per trained token (per image for vision)
     matmul_params: Callable[[ModelConfig], int] | None = None  # language models: weights that multiply activations
     task: str = "causal_lm"  # a key of TASKS: which transformers head class is built
-    attention: bool = True  # False: the model has no attention layer to choose a kernel for
 
 
 def _kv_dim(m: ModelConfig) -> int:
@@ -260,16 +259,16 @@ REGISTRY: dict[str, Family] = {
                       _roberta_params, _lm_flops(_roberta_matmul_params), _roberta_matmul_params, task="masked_lm"),
     # No attention: the 12·L·d·T term is absent, and the scan's cost is linear in T.
     "mamba": Family(_mamba_config, lambda model: list(model.backbone.layers), "MambaBlock", _mamba_params,
-                    lambda m: 6.0 * _mamba_matmul_params(m), _mamba_matmul_params, attention=False),
+                    lambda m: 6.0 * _mamba_matmul_params(m), _mamba_matmul_params),
     "vit": Family(_vit_config, lambda model: list(model.vit.layers), "ViTLayer", _vit_params, _vit_flops,
                   task="image_classification"),
     "convnext": Family(_convnext_config,
                        lambda model: [layer for stage in model.convnext.encoder.stages for layer in stage.layers],
-                       "ConvNextLayer", _convnext_params, _convnext_flops, task="image_classification",
-                       attention=False),
+                       "ConvNextLayer", _convnext_params, _convnext_flops, task="image_classification"),
 }
 assert set(REGISTRY) == set(FAMILIES), "config.FAMILIES must list exactly the registered families"
 assert {f for f, fam in REGISTRY.items() if fam.task == "causal_lm"} == set(CAUSAL_LM_FAMILIES)
+assert {f for f, fam in REGISTRY.items() if fam.task == "image_classification"} == set(VISION_FAMILIES)
 
 
 def family(m: ModelConfig) -> Family:
@@ -283,7 +282,7 @@ def build_model(m: ModelConfig, attention: str = "sdpa") -> nn.Module:
     fam = family(m)
     # from_config may mutate the config it is given (e.g. on a failed attention choice): build from a copy.
     hf_config = copy.deepcopy(fam.hf_config(m))
-    kwargs = {"attn_implementation": attention} if fam.attention else {}
+    kwargs = {} if m.family in ATTENTION_FREE_FAMILIES else {"attn_implementation": attention}
     return getattr(transformers, TASKS[fam.task]).from_config(hf_config, **kwargs)
 
 
