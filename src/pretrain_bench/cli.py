@@ -130,14 +130,14 @@ def cmd_numerics(overrides: list[str], force: bool) -> int:
         print(summary(r), flush=True)
         return r
 
-    base_runs = [measure(baseline_overrides, base.seed + i) for i in range(int(seeds))]
-    curves = [r["losses"] for r in base_runs if r["status"] == "ok"]
-    if len(curves) < 2:
-        print(f"the baseline {label} has {len(curves)} ok runs; its spread needs 2", file=sys.stderr)
+    base_runs = [r for i in range(int(seeds)) if (r := measure(baseline_overrides, base.seed + i))["status"] == "ok"]
+    if len(base_runs) < 2:
+        print(f"the baseline {label} has {len(base_runs)} ok runs; its spread needs 2", file=sys.stderr)
         return 1
+    curves = [r["losses"] for r in base_runs]
     window = min(numerics.WINDOW, len(curves[0]))
     verdicts, method_curves = [], {}
-    speeds = {label: report.rate(next(r for r in base_runs if r["status"] == "ok")["throughput"], unit=True)}
+    speeds = {label: report.rate(base_runs[0]["throughput"], unit=True)}
     failed = 0
     for method in [m.strip() for m in methods.strip("[]").split(",")]:
         r = measure(method_to_overrides(method), base.seed)

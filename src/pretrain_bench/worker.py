@@ -190,12 +190,13 @@ def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> di
     seconds = slowest_rank([[s] for s in timer.seconds], rt)[:, 0].tolist()
     peak, kind = peak_memory(rt)
     w = cfg.warmup_steps
-    return {"step_s": seconds[w:], "first_step_s": seconds[0], "setup_s": setup_s,
-            "timed_wall_s": timer.started[-1] + timer.seconds[-1] - timer.started[w],
-            "losses": timer.losses, "grad_norms": timer.grad_norms, "skipped_steps": sum(timer.skipped[w:]),
-            "peak_mem_bytes": peak, "mem_kind": kind, "env": device_env(rt, cfg.model), "peer": peer,
-            **({"setup_peak_mem_bytes": peak_memory(rt, timer.setup_peak)[0]} if timer.setup_peak is not None
-               else {})}
+    measurement = {"step_s": seconds[w:], "first_step_s": seconds[0], "setup_s": setup_s,
+                   "timed_wall_s": timer.started[-1] + timer.seconds[-1] - timer.started[w],
+                   "losses": timer.losses, "grad_norms": timer.grad_norms, "skipped_steps": sum(timer.skipped[w:]),
+                   "peak_mem_bytes": peak, "mem_kind": kind, "env": device_env(rt, cfg.model), "peer": peer}
+    if timer.setup_peak is not None:
+        measurement["setup_peak_mem_bytes"] = peak_memory(rt, timer.setup_peak)[0]
+    return measurement
 
 
 def classify(exc: BaseException) -> str:
