@@ -1,8 +1,10 @@
 """Profile the timed steps of a cell: a PyTorch profiler trace per rank and a short breakdown of where time goes.
 
 The breakdown sorts every operator's self time into matmul, attention, optimizer, communication and other, and reports
-idle time (the steps' wall time that no operator on the device accounts for), so each speed-up can be explained
-rather than guessed. On GPU the device (kernel) times are used, on CPU the host times.
+idle time (the steps' wall time during which no kernel runs), so each speed-up can be explained rather than guessed.
+On GPU the device (kernel) times are used, on CPU the host times. Categories can overlap in time: NCCL kernels run on
+their own stream and gloo on its own thread while compute goes on, so their sum may exceed the wall time; idle time is
+therefore wall time minus the union of the kernels' intervals, not minus the sum.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from pretrain_bench.config import BenchConfig
@@ -28,7 +31,8 @@ CATEGORIES = (
 
 def start(cfg: BenchConfig, rt: Runtime, out_dir: str) -> profile:
     """A profiler that skips the warm-up steps, records the timed ones (call .step() after every step) and, when they
-    are done, exports this rank's trace and keeps its per-operator totals (`prof.totals`)."""
+    are done, exports this rank's trace, keeps its per-operator totals (`prof.totals`) and, on GPU, the time during
+    which any kernel ran (`prof.busy_s`)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if rt.device.type == "cuda" else [])
     trace = Path(out_dir, f"trace_rank{rt.rank}.json")
 
@@ -38,11 +42,23 @@ def start(cfg: BenchConfig, rt: Runtime, out_dir: str) -> profile:
         prof.totals = {e.key: (e.self_device_time_total if use_device else e.self_cpu_time_total) / 1e6
                        for e in prof.key_averages()}
         prof.trace_path = str(trace)
+        prof.busy_s = covered_seconds([(e.time_range.start, e.time_range.end) for e in prof.events()
+                                       if e.device_type == DeviceType.CUDA]) if use_device else None
 
     prof = profile(activities=activities, schedule=schedule(wait=0, warmup=cfg.warmup_steps, active=cfg.steps),
                    on_trace_ready=ready)
     prof.start()
     return prof
+
+
+def covered_seconds(intervals_us: list[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) intervals in microseconds, in seconds: overlapping kernels count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals_us):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total / 1e6
 
 
 def category(name: str) -> str:
@@ -53,12 +69,13 @@ def category(name: str) -> str:
 
 
 def breakdown(prof: profile, rt: Runtime, wall_s: float) -> dict:
-    """Seconds per category over the timed steps (this rank), idle time, and the path of the exported trace."""
+    """Seconds per category over the timed steps (this rank), idle time (GPU only: the host's operators nest and
+    run on several threads, so no host time is idle in the same sense), and the path of the exported trace."""
     seconds = dict.fromkeys([c for c, _ in CATEGORIES] + ["other"], 0.0)
     for key, secs in prof.totals.items():
         if not key.startswith("ProfilerStep"):
             seconds[category(key)] += secs
     on_device = rt.device.type == "cuda"
-    return {"clock": "device kernels" if on_device else "host operators (self time)", "wall_s": wall_s,
-            "seconds": seconds, "idle_s": max(0.0, wall_s - sum(seconds.values())) if on_device else None,
+    return {"clock": "device kernels" if on_device else "host operators (self time, all threads)", "wall_s": wall_s,
+            "seconds": seconds, "idle_s": max(0.0, wall_s - prof.busy_s) if on_device else None,
             "trace": prof.trace_path, "torch": torch.__version__}
