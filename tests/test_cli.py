@@ -113,12 +113,46 @@ def test_profile_writes_traces_and_a_breakdown(tmp_path):
     assert "matmul" in done.stdout and json.loads(open(prof["trace"]).read())["traceEvents"]
 
 
-def test_idle_time_counts_overlapping_kernels_once():
-    from pretrain_bench.profiling import covered_seconds
+@pytest.mark.parametrize("name, expected", [
+    ("ncclDevKernel_AllReduce_Sum_bf16_RING_LL", "communication"),
+    ("gloo:all_reduce", "communication"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_cublas", "matmul"),
+    ("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NNT", "matmul"),
+    ("triton_tem_fused_mm_0", "matmul"),
+    ("aten::addmm", "matmul"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 64, 4>, true>", "attention"),
+    ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80", "attention"),
+    ("aten::_softmax", "attention"),
+    ("cunn_SoftMaxForward<4, float, float, float, LogSoftMaxForwardEpilogue>", "other"),  # the loss, not attention
+    ("aten::_log_softmax", "other"),
+    ("multi_tensor_apply_kernel<TensorListMetadata<4>, FusedAdamMathFunctor<float, 4>>", "optimizer"),
+    ("triton_per_fused_native_layer_norm_0", "other"),
+])
+def test_profile_categories_name_kernels_and_operators(name, expected):
+    from pretrain_bench.profiling import category
 
-    # A compute kernel 0–100 µs, an NCCL kernel 50–150 µs on its own stream, another kernel 300–400 µs: busy 250 µs.
-    assert covered_seconds([(300, 400), (0, 100), (50, 150), (60, 70)]) == pytest.approx(250e-6)
-    assert covered_seconds([]) == 0
+    assert category(name) == expected
+
+
+def test_gpu_breakdown_counts_each_kernel_once():
+    from types import SimpleNamespace as E
+
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import Interval
+
+    from pretrain_bench.profiling import kernel_totals
+
+    def event(name, device, start, end, annotation=False):
+        return E(name=name, device_type=device, time_range=Interval(start, end), is_user_annotation=annotation)
+
+    events = [event("ProfilerStep#3", DeviceType.CUDA, 0, 1000, annotation=True),  # spans the step: no work
+              event("aten::mm", DeviceType.CPU, 0, 20),  # launches the gemm: its device time is the kernel's
+              event("nvjet_tst_gemm", DeviceType.CUDA, 30, 130),
+              event("ncclDevKernel_AllReduce", DeviceType.CUDA, 100, 300),
+              event("nvjet_tst_gemm", DeviceType.CUDA, 500, 600)]
+    totals, busy_s = kernel_totals(events)
+    assert totals == pytest.approx({"nvjet_tst_gemm": 200e-6, "ncclDevKernel_AllReduce": 200e-6})
+    assert busy_s == pytest.approx(370e-6)  # 30–300 and 500–600
 
 
 def test_export_writes_the_best_method_and_plot_draws_the_store(tmp_path):

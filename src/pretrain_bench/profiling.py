@@ -19,36 +19,50 @@ from torch.profiler import ProfilerActivity, profile, schedule
 from pretrain_bench.config import BenchConfig
 from pretrain_bench.strategies.base import Runtime
 
-# First match wins: communication before matmul (NCCL kernels' names contain "Kernel" too), attention before matmul
-# (attention kernels contain gemm-like names).
+# Matched against CPU operator names (CPU runs) and kernel names (GPU runs). First match wins: communication before
+# matmul (NCCL kernels' names contain "Kernel" too), attention before matmul (cutlass attention kernels); the
+# cross-entropy's log-softmax is not attention.
 CATEGORIES = (
-    ("communication", r"nccl|gloo|all_?reduce|reduce_?scatter|all_?gather|broadcast|c10d|_allgather_base"),
-    ("attention", r"attention|flash|fmha|sdpa|efficient_attention|softmax"),
-    ("matmul", r"\bmm\b|addmm|bmm|matmul|linear|gemm|cutlass|sm\d+_xmma|ampere_|hopper_|wgmma|cublas"),
-    ("optimizer", r"adam|optimizer|_foreach|fused_adam|clip_grad|lerp|addcdiv|lr_scheduler"),
+    ("communication", r"nccl|gloo|all_?reduce|reduce_?scatter|all_?gather|broadcast|c10d"),
+    ("attention", r"^(?!.*log_?softmax).*(attention|flash|fmha|sdpa|softmax)"),
+    ("matmul", r"(?<![a-z])mm(?![a-z])|addmm|bmm|matmul|linear|gemm|cutlass|xmma|wgmma|nvjet|cublas|ampere_|hopper_"),
+    ("optimizer", r"adam|optimizer|_foreach|multi_tensor_apply|clip_grad|lerp|addcdiv|lr_scheduler"),
 )
 
 
 def start(cfg: BenchConfig, rt: Runtime, out_dir: str) -> profile:
     """A profiler that skips the warm-up steps, records the timed ones (call .step() after every step) and, when they
-    are done, exports this rank's trace, keeps its per-operator totals (`prof.totals`) and, on GPU, the time during
-    which any kernel ran (`prof.busy_s`)."""
+    are done, exports this rank's trace and keeps its totals per operator or kernel (`prof.totals`) and, on GPU, the
+    time during which any kernel ran (`prof.busy_s`)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if rt.device.type == "cuda" else [])
     trace = Path(out_dir, f"trace_rank{rt.rank}.json")
 
     def ready(prof: profile) -> None:
         prof.export_chrome_trace(str(trace))
-        use_device = rt.device.type == "cuda"
-        prof.totals = {e.key: (e.self_device_time_total if use_device else e.self_cpu_time_total) / 1e6
-                       for e in prof.key_averages()}
         prof.trace_path = str(trace)
-        prof.busy_s = covered_seconds([(e.time_range.start, e.time_range.end) for e in prof.events()
-                                       if e.device_type == DeviceType.CUDA]) if use_device else None
+        if rt.device.type == "cuda":
+            prof.totals, prof.busy_s = kernel_totals(prof.events())
+        else:
+            prof.totals = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
 
     prof = profile(activities=activities, schedule=schedule(wait=0, warmup=cfg.warmup_steps, active=cfg.steps),
                    on_trace_ready=ready)
     prof.start()
     return prof
+
+
+def kernel_totals(events) -> tuple[dict[str, float], float]:
+    """Seconds per kernel name, and seconds during which any kernel ran, from the profiler's events.
+
+    Only the device events themselves count: a CPU operator's `self_device_time_total` repeats its kernels' time (each
+    kernel would count twice), and GPU user annotations (`ProfilerStep#N`, FSDP2's `FSDP::…` ranges) span kernels
+    rather than being work. torch's own table sums device time the same way (`profiler_util._build_table`).
+    """
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+    totals: dict[str, float] = {}
+    for e in kernels:
+        totals[e.name] = totals.get(e.name, 0.0) + (e.time_range.end - e.time_range.start) / 1e6
+    return totals, covered_seconds([(e.time_range.start, e.time_range.end) for e in kernels])
 
 
 def covered_seconds(intervals_us: list[tuple[float, float]]) -> float:
