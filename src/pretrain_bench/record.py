@@ -100,8 +100,9 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
 def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"losses": m["losses"], "grad_norms": m["grad_norms"], "skipped_steps": m["skipped_steps"],
                            "memory": {"peak_gib": m["peak_mem_bytes"] / 2**30, "kind": m["mem_kind"]}}
-    if m.get("setup_peak_mem_bytes") is not None:  # CUDA: set-up's own peak, kept out of peak_gib
-        out["memory"]["setup_peak_gib"] = m["setup_peak_mem_bytes"] / 2**30
+    for key, name in (("peak_reserved_bytes", "reserved_gib"), ("setup_peak_mem_bytes", "setup_peak_gib")):
+        if m.get(key) is not None:  # CUDA only: the allocator's reserved peak; set-up's own peak, kept out of peak_gib
+            out["memory"][name] = m[key] / 2**30
     if not m["step_s"]:
         return out
     honest = measure.step_time_stats(m["step_s"])

@@ -55,7 +55,7 @@ def device_env(rt: Runtime, m: config.ModelConfig) -> dict:
 
 def start_training_peak(rt: Runtime) -> int | None:
     """The CUDA allocator's high-water mark so far (set-up: build, wrap, DeepSpeed's buffers), then a fresh one, so
-    that `peak_memory` reports what training needs (warm-up and timed steps: compile, optimizer state, activations)
+    that `memory_fields` reports what training needs (warm-up and timed steps: compile, optimizer state, activations)
     rather than a transient of set-up. None on CPU, where the max RSS of a process cannot be reset."""
     if rt.device.type != "cuda":
         return None
@@ -64,16 +64,23 @@ def start_training_peak(rt: Runtime) -> int | None:
     return setup
 
 
-def peak_memory(rt: Runtime, value: float | None = None) -> tuple[int, str]:
-    """Peak bytes over all ranks: CUDA allocator high-water mark on GPU, process max RSS on CPU (or `value`)."""
-    if rt.device.type == "cuda":
-        kind = "cuda_max_allocated"
-        value = torch.cuda.max_memory_allocated(rt.device) if value is None else value
-    else:
-        value, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
-    peak = torch.tensor(float(value), device=rt.device)
-    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-    return int(peak.item()), kind
+def memory_fields(rt: Runtime, setup_peak: int | None) -> dict:
+    """Peak bytes over all ranks. On GPU: the allocator's high-water marks of allocated bytes (what tensors need) and
+    of reserved bytes (what the caching allocator held, fragmentation included: what decides an OOM), and set-up's
+    own peak; on CPU the process's max RSS."""
+    def most(value: float) -> int:
+        peak = torch.tensor(float(value), device=rt.device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        return int(peak.item())
+
+    if rt.device.type != "cuda":
+        return {"peak_mem_bytes": most(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+                "mem_kind": "cpu_max_rss"}
+    out = {"peak_mem_bytes": most(torch.cuda.max_memory_allocated(rt.device)), "mem_kind": "cuda_max_allocated",
+           "peak_reserved_bytes": most(torch.cuda.max_memory_reserved(rt.device))}
+    if setup_peak is not None:
+        out["setup_peak_mem_bytes"] = most(setup_peak)
+    return out
 
 
 def slowest_rank(rows: list[list[float]], rt: Runtime) -> torch.Tensor:
@@ -162,7 +169,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
     logs = loop.train(model, strategy, batches, rt, cfg.micro_batch, total, on_step=step_hook)
     seconds = slowest_rank([[log.seconds, log.legacy_seconds] for log in logs], rt)
     seconds, legacy = seconds[:, 0], seconds[:, 1]
-    peak, kind = peak_memory(rt)
+    memory = memory_fields(rt, setup_peak)
     timed = logs[warmup:] or logs
     # End-to-end wall time of the timed steps, including what happens between steps (loss read-out, logging).
     wall_s = timed[-1].started + timed[-1].seconds - timed[0].started
@@ -170,10 +177,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
                    "legacy_step_s": legacy.tolist()[warmup:] or legacy.tolist(),
                    "first_step_s": float(seconds[0]), "setup_s": setup_s, "timed_wall_s": wall_s,
                    "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
-                   "skipped_steps": sum(log.skipped for log in timed), "peak_mem_bytes": peak, "mem_kind": kind,
-                   "env": device_env(rt, cfg.model)}
-    if setup_peak is not None:
-        measurement["setup_peak_mem_bytes"] = peak_memory(rt, setup_peak)[0]
+                   "skipped_steps": sum(log.skipped for log in timed), **memory, "env": device_env(rt, cfg.model)}
     if tracker:
         measurement["target"] = tracker.result()
     if profiler:
@@ -188,14 +192,12 @@ def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> di
 
     timer, setup_s, peer = hf_trainer.train(cfg, rt, out_dir)
     seconds = slowest_rank([[s] for s in timer.seconds], rt)[:, 0].tolist()
-    peak, kind = peak_memory(rt)
+    memory = memory_fields(rt, timer.setup_peak)
     w = cfg.warmup_steps
     measurement = {"step_s": seconds[w:], "first_step_s": seconds[0], "setup_s": setup_s,
                    "timed_wall_s": timer.started[-1] + timer.seconds[-1] - timer.started[w],
                    "losses": timer.losses, "grad_norms": timer.grad_norms, "skipped_steps": sum(timer.skipped[w:]),
-                   "peak_mem_bytes": peak, "mem_kind": kind, "env": device_env(rt, cfg.model), "peer": peer}
-    if timer.setup_peak is not None:
-        measurement["setup_peak_mem_bytes"] = peak_memory(rt, timer.setup_peak)[0]
+                   **memory, "env": device_env(rt, cfg.model), "peer": peer}
     return measurement
 
 
