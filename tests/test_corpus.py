@@ -8,6 +8,7 @@ import json
 import random
 import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -89,9 +90,11 @@ def test_token_dtype_is_the_narrowest_that_fits():
     assert corpus.token_dtype(2**16 + 1) == np.uint32
 
 
-def test_txt_jsonl_parquet_and_directories_load_one_document_per_record(tmp_path):
+def test_txt_py_jsonl_parquet_and_directories_load_one_document_per_record(tmp_path):
     docs = documents(90)
-    write_txt(tmp_path / "docs" / "nested" / "deeper", docs[:30])  # found recursively; a .txt file is one document
+    write_txt(tmp_path / "docs" / "nested" / "deeper", docs[:25])  # found recursively; a .txt file is one document
+    for i, doc in enumerate(docs[25:30]):  # so is a .py file: installed packages as a corpus
+        (tmp_path / "docs" / f"module{i}.py").write_text(doc)
     (tmp_path / "docs" / "notes.md").write_text("not a corpus file")
     with open(tmp_path / "records.jsonl", "w") as f:
         for doc in docs[30:60]:
@@ -159,6 +162,17 @@ def test_stdlib_source_is_python_code(tmp_path):
     assert "def " in decoded(path, "train") and "import" in decoded(path, "val")
 
 
+def test_python_source_adds_the_installed_packages_to_the_standard_library():
+    import site
+
+    stdlib = corpus._source_files(DataConfig(source="stdlib"))
+    python = corpus._source_files(DataConfig(source="python"))
+    assert set(stdlib) < set(python) and python == sorted(python)
+    packages = [Path(d) for d in site.getsitepackages()]
+    assert any(p.is_relative_to(d) for p in python for d in packages) and not any(
+        p.is_relative_to(d) for p in stdlib for d in packages)
+
+
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("batches")
@@ -220,7 +234,7 @@ def test_bad_files_name_the_key(tmp_path):
     (tmp_path / "table.csv").write_text("a,b\n")
     with open(tmp_path / "records.jsonl", "w") as f:
         f.write(json.dumps({"content": "no text field here"}) + "\n")
-    for paths, key, says in (([tmp_path / "empty"], "data.paths", "no .txt, .jsonl, .json or .parquet files"),
+    for paths, key, says in (([tmp_path / "empty"], "data.paths", "no .txt, .py, .jsonl, .json, .parquet files"),
                              ([tmp_path / "missing"], "data.paths", "is not a directory"),
                              ([tmp_path / "table.csv"], "data.paths", "is not a directory"),
                              ([tmp_path / "one"], "data.paths", "need at least 2"),

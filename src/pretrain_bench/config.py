@@ -29,7 +29,7 @@ BACKENDS = ("single", "ddp", "fsdp", "deepspeed")
 RECIPE_PRECISIONS = ("fp32", "bf16", "fp16")
 TRICK_PRECISIONS = ("recipe", *RECIPE_PRECISIONS)
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
-DATA_SOURCES = ("synthetic", "stdlib", "files", "hub")
+DATA_SOURCES = ("synthetic", "stdlib", "python", "files", "hub")
 TIMINGS = ("honest", "legacy")
 MULTINODE = ("srun", "local")
 LOGGERS = ("none", "wandb")
@@ -157,8 +157,8 @@ class TricksConfig:
 class DataConfig:
     """Where training tokens come from. `synthetic` (the default) is for throughput; the others are real text."""
 
-    source: str = "synthetic"  # synthetic | stdlib | files | hub
-    paths: list[str] = field(default_factory=list)  # files or directories of .txt, .jsonl/.json, .parquet
+    source: str = "synthetic"  # synthetic | stdlib | python (stdlib + installed packages) | files | hub
+    paths: list[str] = field(default_factory=list)  # files or directories of .txt, .py, .jsonl/.json, .parquet
     text_field: str = "text"  # the text column of JSONL / Parquet records
     hub_name: str | None = None  # a `datasets` hub name (source=hub; needs a network, never required)
     tokenizer: str = "train"  # "train": byte-level BPE trained locally and cached; else a local tokenizer directory
