@@ -53,6 +53,18 @@ def test_bad_input_exits_2_before_any_worker(tmp_path, overrides, words, capsys)
     assert time.monotonic() - start < 30
 
 
+def test_ranks_split_the_cores_unless_told_otherwise():
+    import os
+
+    from pretrain_bench import config
+
+    cores = len(os.sched_getaffinity(0))
+    env = launch.worker_env(config.compose(["model=tiny", "hardware=8xh100", "strategy=zero2-offload", "micro_batch=1"]))
+    assert env["OMP_NUM_THREADS"] == str(max(1, cores // 8)) and env["DS_ACCELERATOR"] == "cuda"
+    env = launch.worker_env(config.compose(["model=tiny", "hardware=cpu-2", "strategy=ddp", "+env.OMP_NUM_THREADS=3"]))
+    assert env["OMP_NUM_THREADS"] == "3" and env["DS_ACCELERATOR"] == "cpu"
+
+
 def test_timeout_kills_all_ranks(tmp_path):
     from pretrain_bench import config
 

@@ -62,14 +62,13 @@ def detect_gpu(cfg: BenchConfig) -> str:
 
 
 def worker_env(cfg: BenchConfig) -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **cfg.env)
-    if cfg.hardware.gpu == "cpu":
-        # Split the cores between the CPU ranks instead of oversubscribing them.
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cfg.hardware.gpus_per_node))
-        env["DS_ACCELERATOR"] = "cpu"
-    else:
-        env["DS_ACCELERATOR"] = "cuda"
-    return env
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu" if cfg.hardware.gpu == "cpu" else "cuda")
+    # Split this node's cores (those the job may use) between its ranks. Without it torchrun sets 1 thread per rank
+    # whenever it starts several, which leaves DeepSpeed's CPU Adam (ZeRO offload) on one core per GPU and would
+    # understate offload's speed; on CPU hardware the ranks are the compute, so they must not oversubscribe.
+    # `+env.OMP_NUM_THREADS=…` overrides.
+    env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // cfg.hardware.gpus_per_node))
+    return {**env, **cfg.env}
 
 
 def free_port() -> int:
