@@ -59,7 +59,8 @@ def test_ranks_split_the_cores_unless_told_otherwise():
     from pretrain_bench import config
 
     cores = len(os.sched_getaffinity(0))
-    env = launch.worker_env(config.compose(["model=tiny", "hardware=8xh100", "strategy=zero2-offload", "micro_batch=1"]))
+    cfg = config.compose(["model=tiny", "hardware=8xh100", "strategy=zero2-offload", "micro_batch=1"])
+    env = launch.worker_env(cfg)
     assert env["OMP_NUM_THREADS"] == str(max(1, cores // 8)) and env["DS_ACCELERATOR"] == "cuda"
     env = launch.worker_env(config.compose(["model=tiny", "hardware=cpu-2", "strategy=ddp", "+env.OMP_NUM_THREADS=3"]))
     assert env["OMP_NUM_THREADS"] == "3" and env["DS_ACCELERATOR"] == "cpu"

@@ -127,6 +127,20 @@ def test_blocks_transformers_cannot_checkpoint_are_checkpointed_by_us():
     assert_grads_match(plain, ac)
 
 
+@pytest.mark.parametrize("tf32", [True, False])
+def test_tf32_switches_leave_inductors_getters_readable(tf32):
+    """Inductor's autotuning reads the legacy TF32 getters; writing torch's newer `fp32_precision` API makes them
+    raise, so max-autotune would crash at compile time on a GPU."""
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        tricks.apply_process_settings(config.compose([f"tricks.tf32={str(tf32).lower()}"]))
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+        assert torch.get_float32_matmul_precision() == ("high" if tf32 else "highest")
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
 def test_math_sdpa_backend_is_the_kernel_that_runs_on_cpu():
     cfg = config.compose(["tricks=sdpa", "tricks.attention_backend=math"])
     torch.manual_seed(0)

@@ -3,6 +3,8 @@ published shapes give the published sizes, and every backend trains them alike."
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
@@ -132,3 +134,12 @@ def test_backends_match_single_process(run_cell, reference, strategy):
     assert losses == pytest.approx(ref_losses, rel=RTOL)
     assert norms == pytest.approx(ref_norms, rel=RTOL)
     assert max(losses) - min(losses) > 0.01  # the updates are large enough to move the loss
+
+
+@pytest.mark.distributed
+def test_deepspeed_half_precision_feeds_images_in_the_weights_dtype(run_cell):
+    """DeepSpeed bf16 holds bf16 weights without autocast; HF ConvNeXt does not cast its pixel_values, so the strategy
+    must (fp32 images into a bf16 convolution raise a dtype error)."""
+    losses, norms = curves(run_cell("model=tiny-convnext", *COMMON, "hardware=cpu-2", "strategy=zero2", "micro_batch=2",
+                                    "tricks.precision=bf16"))
+    assert all(math.isfinite(x) for x in losses + norms)

@@ -206,7 +206,7 @@ def _accelerate_notes(record: dict[str, Any]) -> list[str]:
     if cfg.tricks.activation_checkpointing and cfg.strategy.backend != "fsdp":
         notes.append("model: gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})")
     if cfg.tricks.tf32:
-        notes.append("process: torch.backends.cuda.matmul.fp32_precision = 'tf32'")
+        notes.append("process: torch.set_float32_matmul_precision('high'); torch.backends.cudnn.allow_tf32 = True")
     if cfg.tricks.fused_adamw:
         notes.append("optimizer: torch.optim.AdamW(..., fused=True)")
     return notes + script_settings(cfg)

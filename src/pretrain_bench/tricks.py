@@ -23,9 +23,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def apply_process_settings(cfg: BenchConfig) -> None:
     """Process-wide numerics settings: TF32 for fp32 matmuls and convolutions (CUDA only; a no-op on CPU), and the
     SDPA kernel choice."""
-    precision = "tf32" if cfg.tricks.tf32 else "ieee"
-    torch.backends.cuda.matmul.fp32_precision = precision
-    torch.backends.cudnn.conv.fp32_precision = precision
+    # The legacy switches, not torch 2.9's per-backend `fp32_precision`: once the new API is written, the legacy
+    # getters raise ("mix of the legacy and new APIs"), and Inductor's autotuning (max-autotune compile modes) still
+    # reads them (select_algorithm.create_precompile_key, kernel/conv.py; pytorch/pytorch#189955).
+    torch.set_float32_matmul_precision("high" if cfg.tricks.tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = cfg.tricks.tf32
     speedups.set_sdpa_backend(cfg.tricks.attention_backend)
 
 

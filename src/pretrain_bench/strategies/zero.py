@@ -6,11 +6,14 @@ scaling and mixed precision (its bf16/fp16 modes), so this class mostly forwards
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from pretrain_bench import speedups, tricks
 from pretrain_bench.strategies.base import StepResult, Strategy
 from pretrain_bench.strategies.zero_config import deepspeed_config, uses_cpu_adam
+
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class DeepSpeedStrategy(Strategy):
@@ -28,10 +31,19 @@ class DeepSpeedStrategy(Strategy):
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, model_parameters=params, config=config,
             lr_scheduler=lambda opt: tricks.make_scheduler(opt, recipe))
+        if self.cfg.precision in HALF:
+            model.register_forward_pre_hook(self._inputs_in_weight_dtype, with_kwargs=True)
         if self.cfg.tricks.compile:
             self.engine.compile(compile_kwargs=speedups.compile_kwargs(self.cfg.tricks))
         self._skipped = self.engine.skipped_steps
         return self.engine
+
+    def _inputs_in_weight_dtype(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """DeepSpeed's bf16/fp16 modes hold the weights themselves in half precision (no autocast), and cast inputs
+        only for fp16 with `auto_cast`; a model that does not cast its float inputs (HF ConvNeXt's pixel_values)
+        would then fail on fp32 images. Cast float inputs as the HF Trainer does under DeepSpeed (`_prepare_input`)."""
+        dtype = HALF[self.cfg.precision]
+        return args, {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()}
 
     def backward(self, loss, n_micro: int, is_last: bool) -> None:
         self.engine.backward(loss)
