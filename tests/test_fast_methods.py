@@ -214,6 +214,10 @@ def test_fp8_conversion_that_converts_nothing_fails(monkeypatch):
      "tricks.fp8", ["deepspeed"]),
     (["hardware=1xh100", "model=pythia-160m", "tricks=bf16", "tricks.fp8=true"], "tricks.fp8", ["compile=true"]),
     (["hardware=1xh100", "model=gpt2-124m", "tricks=free-lunch", "tricks.fp8=true"], "tricks.fp8", ["Conv1D"]),
+    (["hardware=1xh100", "model=vit-l16", "tricks=free-lunch", "tricks.fp8=true", "micro_batch=8"], "micro_batch",
+     ["197 positions", "multiples of 16"]),  # ViT: 196 patches + class token
+    (["hardware=1xh100", "model=convnext-xl", "tricks=free-lunch", "tricks.fp8=true", "micro_batch=4"], "micro_batch",
+     ["3136, 784, 196, 49", "multiples of 16"]),
     (["hardware=1xh100", "model=llama-3.2-1b", "tricks=free-lunch", "tricks.attention_backend=efficient"],
      "tricks.attention_backend", ["grouped-query", "auto, flash, math"]),
     (["hardware=1xh100", "model=smollm2-135m", "tricks=free-lunch", "tricks.attention_backend=cudnn"],

@@ -112,6 +112,24 @@ def test_hf_side_gets_the_free_lunch_training_arguments(tmp_path, training_argum
     assert args.lr_scheduler_type == "cosine_with_min_lr" and args.learning_rate == cfg.model.recipe.lr
     assert args.save_strategy == "no" and args.report_to in ([], "none", ["none"])
     assert kwargs["output_dir"].startswith(str(tmp_path)) and args.train_sampling_strategy == "sequential"
+    assert not args.logging_nan_inf_filter  # its isnan/isinf check would sync the GPU after every micro-batch
+
+
+def test_hf_side_leaves_the_tf32_getters_inductor_reads_usable(tmp_path, monkeypatch):
+    import torch
+    import transformers.training_args as ta
+
+    from pretrain_bench import hf_trainer
+
+    monkeypatch.setattr(ta, "is_torch_tf32_available", lambda: True)  # as on an H100: TrainingArguments writes TF32
+    monkeypatch.setattr(ta, "is_torch_bf16_gpu_available", lambda: True)
+    cfg = config.compose(["model=tiny", "hardware=1xh100", "tricks=free-lunch"])
+    before = torch.get_float32_matmul_precision()
+    try:
+        hf_trainer.trainer_arguments(cfg, hf_trainer.training_arguments(cfg, tmp_path))
+        assert torch.get_float32_matmul_precision() == "high"  # raised after transformers' fp32_precision write
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -119,6 +137,7 @@ def test_hf_side_gets_the_free_lunch_training_arguments(tmp_path, training_argum
     (["peers.repeat=2"], "peers.repeat"),
     (["data=stdlib"], "data"),
     (["timing=legacy"], "timing"),
+    (["tricks.fused_linear_ce=true"], "tricks.fused_linear_ce"),  # the HF side cannot run it
 ])
 def test_bad_peers_config_exits_2_naming_the_key(tmp_path, capsys, overrides, key):
     code = cli.main(["peers", "model=tiny", "hardware=cpu-1", "tricks=naive", *overrides, f"store={tmp_path}"])

@@ -108,6 +108,16 @@ class ModelConfig:
         return 1 if self.is_vision else self.seq_len
 
     @property
+    def linear_positions(self) -> tuple[int, ...]:
+        """Positions per sample that the blocks' Linear layers see (their inputs' rows per sample): tokens; ViT's
+        patches plus the class token; each ConvNeXt stage's pixels (stem stride 4, then halved per stage)."""
+        if self.family == "vit":
+            return ((self.image_size // self.patch_size) ** 2 + 1,)
+        if self.family == "convnext":
+            return tuple((self.image_size // 4 // 2**i) ** 2 for i in range(len(self.depths)))
+        return (self.seq_len,)
+
+    @property
     def unit(self) -> str:
         return "image" if self.is_vision else "token"
 
@@ -511,6 +521,15 @@ def _validate_fast_methods(cfg: BenchConfig) -> None:
         if not tr.compile:
             raise ConfigError("tricks.fp8", "torchao float8 needs torch.compile to fuse its scaling casts (eager "
                                             "fp8 is slower than bf16); set tricks.compile=true")
+        positions = cfg.model.linear_positions
+        if any(cfg.micro_batch * n % 16 for n in positions):
+            # Float8 weight gradients multiply over micro_batch × positions rows, and torch._scaled_mm needs that
+            # inner dimension divisible by 16 (torchao pads it only with pad_inner_dim, which costs a copy).
+            step = math.lcm(*(16 // math.gcd(n, 16) for n in positions))
+            raise ConfigError("micro_batch", f"torchao float8 needs micro_batch × positions divisible by 16 in every "
+                                             f"Linear; {cfg.model.name} has {', '.join(map(str, positions))} "
+                                             f"positions per sample, so micro_batch={cfg.micro_batch} does not fit; "
+                                             f"allowed: multiples of {step}")
         if importlib.util.find_spec("torchao") is None:
             raise ConfigError("tricks.fp8", "FP8 training needs the `torchao` package, which is not installed "
                                             "(the optional extra: pip install -e '.[fp8]'); allowed: false")

@@ -124,6 +124,10 @@ def script_settings(cfg: BenchConfig) -> list[str]:
     if tr.fp8:
         out.append("model, before compile and sharding: torchao.float8.convert_to_float8_training(model, "
                    "module_filter_fn=pretrain_bench.speedups.fp8_filter)")
+    if tr.tf32 and tr.compile and tr.compile_mode.startswith("max-autotune"):
+        out.append("process, after building TrainingArguments: torch.set_float32_matmul_precision('high') "
+                   "(transformers' tf32 writes torch's fp32_precision API, after which the getters max-autotune "
+                   "reads raise; pytorch/pytorch#189955)")
     return out
 
 

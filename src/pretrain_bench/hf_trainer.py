@@ -8,7 +8,8 @@ cell, never from the hub:
   AdamW, warm-up + cosine schedule over `recipe.steps`, clipping and precision (`bf16`/`fp16`), and the trick set's
   `tf32`, `optim="adamw_torch_fused"`, `torch_compile` (whole model, the Trainer's way); the attention kernel is the
   model's. Only what a careful user also sets is added: no saving, evaluation or reporting, a sequential sampler,
-  `ddp_find_unused_parameters=False` (every parameter is used);
+  `ddp_find_unused_parameters=False` (every parameter is used), `logging_nan_inf_filter=False` (no device wait after
+  each micro-batch);
 - our synthetic global batches (`data.SyntheticTokens`, generated on the device and kept on the host for the
   Trainer's data loader): the same tokens, and each optimizer step the same global batch, as our loop trains on.
 
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from pretrain_bench import export, loop, models
+from pretrain_bench import export, loop, models, tricks
 from pretrain_bench.config import BenchConfig
 from pretrain_bench.data import SyntheticTokens
 from pretrain_bench.strategies.base import Runtime
@@ -47,7 +48,19 @@ def training_arguments(cfg: BenchConfig, out_dir: str | Path) -> dict[str, Any]:
             "max_steps": max(cfg.model.recipe.steps, cfg.warmup_steps + cfg.steps),
             "output_dir": str(Path(out_dir) / NAME), "report_to": "none", "save_strategy": "no",
             "eval_strategy": "no", "logging_steps": 1, "disable_tqdm": True, "train_sampling_strategy": "sequential",
-            "ddp_find_unused_parameters": False, "ddp_timeout": cfg.collective_timeout_s}
+            "ddp_find_unused_parameters": False, "ddp_timeout": cfg.collective_timeout_s,
+            # On by default: `isnan(loss) or isinf(loss)` after every micro-batch makes the host wait for the GPU
+            # inside the step (trainer.py, `_run_epoch`); our loop never waits mid-step, so neither side should.
+            "logging_nan_inf_filter": False}
+
+
+def trainer_arguments(cfg: BenchConfig, kwargs: dict[str, Any]) -> TrainingArguments:
+    """The TrainingArguments, then our process settings again: `tf32` makes transformers write torch's new
+    `fp32_precision` API, after which the legacy getters that Inductor's autotuning reads raise; writing the legacy
+    switches (tricks.apply_process_settings, as our workers do) makes both readable and equal to our side's."""
+    args = TrainingArguments(**kwargs)
+    tricks.apply_process_settings(cfg)
+    return args
 
 
 class SyntheticDataset(torch.utils.data.Dataset):
@@ -113,8 +126,9 @@ def train(cfg: BenchConfig, rt: Runtime, out_dir: str) -> tuple[StepTimer, float
     torch.manual_seed(cfg.seed)  # the same initial weights as our loop's model
     model = models.build_model(cfg.model, attention=cfg.tricks.attention)
     kwargs = training_arguments(cfg, out_dir)
+    args = trainer_arguments(cfg, kwargs)
     timer = StepTimer(rt.device, n_steps)
-    trainer = Trainer(model=model, args=TrainingArguments(**kwargs),
+    trainer = Trainer(model=model, args=args,
                       train_dataset=SyntheticDataset(cfg, rt.device, n_steps), callbacks=[timer])
     trainer.train()
     if len(timer.seconds) != n_steps or len(timer.losses) != n_steps:

@@ -37,6 +37,15 @@ def check(cfg: BenchConfig) -> None:
                                   f"{cfg.data.source!r}; allowed: data=synthetic")
     if cfg.timing != "honest":
         raise ConfigError("timing", "peers times both sides honestly (whole optimizer steps); allowed: honest")
+    tr = cfg.tricks
+    inexpressible = [key for key, on in (("tricks.fused_linear_ce", tr.fused_linear_ce), ("tricks.fp8", tr.fp8),
+                                         ("tricks.attention_backend", tr.attention_backend != "auto"),
+                                         ("tricks.ac_every", tr.activation_checkpointing and tr.ac_every > 1)) if on]
+    if inexpressible:  # the HF side runs the invocation's tricks; it would be labelled with ones it never ran
+        raise ConfigError(inexpressible[0], f"the HF Trainer side runs this invocation's tricks, and TrainingArguments "
+                                            f"cannot express {', '.join(inexpressible)} (our side is the best stored "
+                                            f"method either way); allowed: trick sets without them, e.g. "
+                                            f"tricks=free-lunch")
     if cfg.model.family not in config.CAUSAL_LM_FAMILIES:
         raise ConfigError("model.family", f"peers compares causal language models (the HF side trains on "
                                           f"synthetic tokens); got {cfg.model.family!r}; allowed: "
