@@ -194,8 +194,10 @@ def test_tricks_no_config_can_express_are_spelled_out(training_arguments):
     r = make("strategy=ddp", "tricks=free-lunch-sac", "tricks.fused_linear_ce=true",
              "tricks.compile_mode=max-autotune-no-cudagraphs", "tricks.attention_backend=flash")
     settings = json.loads(json.dumps(export._hf_export(r)))["script_settings"]
-    assert [s.split(":")[0] for s in settings] == ["model", "model", "process"]
+    where = ["model", "model", "process", "process, after building TrainingArguments"]
+    assert [s.split(":")[0] for s in settings] == where
     assert "every_n_layers=2" in settings[0] and "fused_ce.apply" in settings[1] and "'flash'" in settings[2]
+    assert "set_float32_matmul_precision('high')" in settings[3]  # max-autotune with tf32: transformers' TF32 write
     kwargs = export.to_hf_training_arguments(r)
     assert training_arguments(kwargs).torch_compile_mode == "max-autotune-no-cudagraphs"
     assert all(s in export.to_accelerate_yaml(r) for s in settings)
