@@ -1,0 +1,1 @@
+"""From records and specs to answers: no torch."""
