@@ -2,9 +2,9 @@
 
     python scripts/fit_perf.py results/reference/published_throughput.csv
 
-For each GPU generation (catalogue `arch`) with expressible rows (see analysis/perf/reference.py), a coordinate
+For each GPU generation (catalogue `perf` class: its arch, GeForce cards apart) with expressible rows (see analysis/perf/reference.py), a coordinate
 search moves the six constants of `Efficiency` to minimise the mean |log(predicted / published)| over those rows,
-then writes `configs/perf/<arch>.yaml` with the fit's 10th-90th percentile band and a header saying how it was
+then writes `configs/perf/<class>.yaml` with the fit's 10th-90th percentile band and a header saying how it was
 fitted. Nothing is fitted per row, per model or per source.
 """
 
@@ -20,8 +20,8 @@ from pretrain_bench.config import CONFIG_DIR
 def main(path: str) -> None:
     rows = reference.read_rows(path)
     checked, _ = reference.check(rows)
-    for arch in sorted({hardware.gpu(c.gpu).arch for c in checked}):
-        mine = [c.row for c in checked if hardware.gpu(c.gpu).arch == arch]
+    for arch in sorted({hardware.gpu(c.gpu).perf for c in checked}):
+        mine = [c.row for c in checked if hardware.gpu(c.gpu).perf == arch]
 
         def ratios(eff, mine=mine, arch=arch):
             done, _ = reference.check(mine, {arch: eff})

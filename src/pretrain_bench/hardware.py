@@ -37,6 +37,7 @@ class GPUSpec:
     nvlink_bandwidth: float = 0.0  # GPU-to-GPU bytes/s each way; 0: peers talk over PCIe
     pcie_bandwidth: float = 0.0  # host link bytes/s each way (offload)
     network_bandwidth: float = 0.0  # inter-node bytes/s per GPU
+    perf: str = ""  # which configs/perf/<name>.yaml efficiency constants apply ("": the arch's)
     source: str = field(default="", compare=False)
 
     @property
@@ -55,7 +56,8 @@ def _spec(data: dict) -> GPUSpec:
         device_names=tuple(data.get("device_names") or ()), interconnect=data.get("interconnect", ""),
         memory_bandwidth=float(data.get("memory_bandwidth_gbs", 0)) * GB,
         nvlink_bandwidth=float(data.get("nvlink_gbs", 0)) * GB, pcie_bandwidth=float(data.get("pcie_gbs", 0)) * GB,
-        network_bandwidth=float(data.get("network_gbs", 0)) * GB, source=data.get("source", ""))
+        network_bandwidth=float(data.get("network_gbs", 0)) * GB, perf=data.get("perf") or data["arch"],
+        source=data.get("source", ""))
 
 
 @cache

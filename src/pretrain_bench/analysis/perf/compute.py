@@ -16,7 +16,10 @@ from pretrain_bench.analysis.perf.efficiency import Efficiency
 from pretrain_bench.analysis.perf.workload import Gemm, Workload, block_gemms, head_gemm
 
 FUSED_ATTENTION_BACKWARD = 2.5  # FlashAttention backward: 5 matmuls of the score size against 2 in the forward
-EAGER_SCORE_PASSES = (24, 10)  # reads + writes of each attention score element, fwd + bwd: (eager, compiled)
+# Reads + writes of each attention score element in the compute dtype, fwd + bwd, when the scores are materialised:
+# scale, mask, softmax in fp32 under autocast and the cast back, then their backward (~58 bytes at 2 bytes each).
+# torch.compile is not assumed to fuse this path away (the Languini rows, compiled, agree).
+EAGER_SCORE_PASSES = 30
 CE_BYTES_PER_LOGIT = (30, 6)  # per vocabulary entry per token: full logits with fp32 softmax, or chunked fused CE
 KERNELS_PER_BLOCK = (75, 30)  # kernels per block per micro-batch, fwd + bwd: (eager, compiled)
 
@@ -55,7 +58,7 @@ def attention_seconds(w: Workload, eff: Efficiency) -> tuple[float, float]:
         fwd = flops * causal / rate
         return fwd, fwd * FUSED_ATTENTION_BACKWARD
     rate = eff.peak(w.gpu, w.peak_dtype) * eff.matmul * _saturation(head_dim, eff.width) * _saturation(t, eff.width)
-    scores = w.micro_batch * m.num_heads * t * t * EAGER_SCORE_PASSES[w.compile] * w.act_bytes
+    scores = w.micro_batch * m.num_heads * t * t * EAGER_SCORE_PASSES * w.act_bytes
     mem = scores / (eff.bandwidth(w.gpu) * eff.memory)
     return flops / rate + mem / 3, 2 * flops / rate + 2 * mem / 3
 
@@ -95,8 +98,8 @@ def micro_batch(w: Workload, eff: Efficiency) -> Compute:
     memory = layers * elementwise + head_bytes_per_token(w) * rows / bandwidth
     share = recompute_fraction(w)
     recompute = layers * share * (block_fwd + att_fwd + elementwise / 3)
-    if w.selective_ac:
-        recompute += layers * elementwise / 3
+    if w.selective_ac:  # torchtitan's op-level policy keeps every other matmul output and recomputes the rest
+        recompute += layers * (block_fwd / 2 + elementwise / 3)
     gpu = Compute(3 * (layers * block_fwd + head_fwd), layers * (att_fwd + att_bwd), memory, recompute)
     floor = layers * KERNELS_PER_BLOCK[w.compile] * (1 + share / 3) * eff.launch_us * 1e-6
     if gpu.total_s >= floor:

@@ -1,7 +1,7 @@
 """The per-generation efficiency constants of the performance model, read from `configs/perf/<name>.yaml`.
 
 Lookup order for a GPU: a calibration of that GPU from the user's own measurements (`<store>/calibration/<key>.yaml`,
-written by `pretrain-bench calibrate`), then `configs/perf/<gpu key>.yaml`, then `configs/perf/<arch>.yaml` (fitted
+written by `pretrain-bench calibrate`), then `configs/perf/<gpu key>.yaml`, then `configs/perf/<class>.yaml` (the catalogue's `perf` class, by default its arch; fitted
 on published measurements by `scripts/fit_perf.py`).
 """
 
@@ -66,7 +66,7 @@ def calibration_path(store_dir: str | Path, gpu_key: str) -> Path:
 def for_gpu(gpu: hardware.GPUSpec, store_dir: str | Path | None = None) -> Efficiency:
     """The constants predictions of `gpu` use (see the module docstring for the order)."""
     candidates = [calibration_path(store_dir, gpu.key)] if store_dir else []
-    candidates += [CONFIG_DIR / "perf" / f"{gpu.key}.yaml", CONFIG_DIR / "perf" / f"{gpu.arch}.yaml"]
+    candidates += [CONFIG_DIR / "perf" / f"{gpu.key}.yaml", CONFIG_DIR / "perf" / f"{gpu.perf or gpu.arch}.yaml"]
     for path in candidates:
         if path.exists():
             return read(path)

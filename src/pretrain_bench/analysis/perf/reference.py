@@ -144,7 +144,7 @@ def check(rows: Iterable[dict], effs: dict[str, efficiency.Efficiency] | None = 
         if w is None:
             skipped.append((row, why))
             continue
-        eff = (effs or {}).get(w.gpu.arch) or efficiency.for_gpu(w.gpu)
+        eff = (effs or {}).get(w.gpu.perf) or efficiency.for_gpu(w.gpu)
         predicted = predict_step(w, eff).units_per_s_per_gpu
         m = w.model
         flops = 6 * _number(row["params"]) + 12 * m.num_layers * m.hidden_size * m.seq_len
