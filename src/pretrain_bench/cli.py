@@ -487,6 +487,9 @@ def parser() -> argparse.ArgumentParser:
     plt.add_argument("--out", default="plots", help="directory to write into")
     for cmd in (swp, sts, rep, tab, exp, plt):
         cmd.add_argument("--store", default="bench-results")
+    from pretrain_bench import cli_predict  # predict, plan, calibrate, predict-check
+
+    cli_predict.register(sub)
     return p
 
 
