@@ -2,10 +2,10 @@
 
     python scripts/fit_perf.py results/reference/published_throughput.csv
 
-For each GPU generation (catalogue `perf` class: its arch, GeForce cards apart) with expressible rows (see analysis/perf/reference.py), a coordinate
-search moves the six constants of `Efficiency` to minimise the mean |log(predicted / published)| over those rows,
-then writes `configs/perf/<class>.yaml` with the fit's 10th-90th percentile band and a header saying how it was
-fitted. Nothing is fitted per row, per model or per source.
+For each GPU generation (the catalogue's `perf` class: its arch, GeForce cards apart) with expressible rows (see
+analysis/perf/reference.py), a coordinate search moves the six constants of `Efficiency` to minimise the mean
+|log(predicted / published)| over those rows, then writes `configs/perf/<class>.yaml` with the fit's 10th-90th
+percentile band and a header saying how it was fitted. Nothing is fitted per row, per model or per source.
 """
 
 import sys
@@ -37,8 +37,8 @@ def main(path: str) -> None:
         best = efficiency.with_values(best, {n: round(getattr(best, n), 4) for n in efficiency.FITTED})
         target = CONFIG_DIR / "perf" / f"{arch}.yaml"
         efficiency.write(target, best, f"Efficiency constants of {arch} GPUs for the performance model.\n{how}")
-        print(f"{arch}: {len(mine)} rows -> {target}: " + ", ".join(f"{n}={getattr(best, n)}" for n in
-                                                                      efficiency.FITTED) + f", band {low:.3f}-{high:.3f}")
+        values = ", ".join(f"{n}={getattr(best, n)}" for n in efficiency.FITTED)
+        print(f"{arch}: {len(mine)} rows -> {target}: {values}, band {low:.3f}-{high:.3f}")
 
 
 if __name__ == "__main__":

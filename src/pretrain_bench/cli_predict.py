@@ -7,7 +7,6 @@ constants (configs/perf/) and, for calibration, the store's records.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from pretrain_bench import config, hardware
@@ -48,7 +47,8 @@ def describe(a: plan.Answer) -> list[str]:
 
 def cmd_predict(overrides: list[str]) -> int:
     overrides, methods = _pop(overrides, "methods")
-    cfg = config.compose(overrides)
+    # ranking methods needs only the model and hardware: a strategy valid on any layout, as `search` composes it
+    cfg = config.compose(overrides if methods is None else [*overrides, "strategy=zero2-offload", "micro_batch=1"])
     w = from_config(cfg)
     if methods is None:
         a = plan.answer(w, records.efficiency.for_gpu(w.gpu, cfg.store), cfg.model.recipe.steps)

@@ -1,8 +1,8 @@
 """The per-generation efficiency constants of the performance model, read from `configs/perf/<name>.yaml`.
 
 Lookup order for a GPU: a calibration of that GPU from the user's own measurements (`<store>/calibration/<key>.yaml`,
-written by `pretrain-bench calibrate`), then `configs/perf/<gpu key>.yaml`, then `configs/perf/<class>.yaml` (the catalogue's `perf` class, by default its arch; fitted
-on published measurements by `scripts/fit_perf.py`).
+written by `pretrain-bench calibrate`), then `configs/perf/<gpu key>.yaml`, then `configs/perf/<class>.yaml` (the
+catalogue's `perf` class, by default its arch; fitted on published measurements by `scripts/fit_perf.py`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ SECONDS_PER_DAY = 86_400
 AMORTISATION_YEARS = 5
 STRATEGIES_ONE = ("single", "zero2-offload", "zero3-offload")
 STRATEGIES_MANY = ("ddp", "zero1", "zero2", "fsdp-grad-op", "zero3", "fsdp", "zero2-offload", "zero3-offload")
-RUNGS = ((0, False), (0, True), (2, True), (1, True))  # (checkpoint every k-th block, fused CE), least memory saved first
+RUNGS = ((0, False), (0, True), (2, True), (1, True))  # (checkpoint every k-th block, fused CE), least saved first
 LAYOUTS = ((1, 1), (2, 1), (4, 1), (8, 1), (8, 2), (8, 4))  # (GPUs per node, nodes)
 
 

@@ -177,7 +177,8 @@ def report(checked: list[Checked], skipped: list[tuple[dict, str]]) -> list[str]
     """The row table, skipped rows, per-group medians against the baseline, and the summary line last."""
     lines = ["row_id, published, predicted, error %"]
     lines += [f"{c.row['row_id']}, {c.published:.0f}, {c.predicted:.0f}, {c.error_pct:+.1f}" for c in checked]
-    lines += ["", f"skipped {len(skipped)} rows:"] + [f"  {r['row_id']} ({r['source_key']}): {why}" for r, why in skipped]
+    lines += ["", f"skipped {len(skipped)} rows:"]
+    lines += [f"  {r['row_id']} ({r['source_key']}): {why}" for r, why in skipped]
     if not checked:
         return [*lines, "predict-check: 0 rows, median abs error n/a %, p90 n/a %"]
     ours = [abs(c.error_pct) for c in checked]
