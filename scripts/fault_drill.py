@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain_bench import search, sweep
-from pretrain_bench.runner import Runner
-from pretrain_bench.store import Store
+from pretrain_bench.bench import search, sweep
+from pretrain_bench.bench.runner import Runner
+from pretrain_bench.bench.store import Store
 
 BENCH = str(Path(sys.executable).with_name("pretrain-bench"))  # the installed entry point of this virtualenv
 CELL = ["model=tiny", "hardware=cpu-2", "strategy=ddp", "micro_batch=2", "steps=5", "warmup_steps=1"]

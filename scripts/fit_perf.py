@@ -12,16 +12,16 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from pretrain_bench import hardware
 from pretrain_bench.analysis.perf import efficiency, fit, reference
 from pretrain_bench.config import CONFIG_DIR
+from pretrain_bench.spec import gpus
 
 
 def main(path: str) -> None:
     rows = reference.read_rows(path)
     checked, _ = reference.check(rows)
-    for arch in sorted({hardware.gpu(c.gpu).perf for c in checked}):
-        mine = [c.row for c in checked if hardware.gpu(c.gpu).perf == arch]
+    for arch in sorted({gpus.gpu(c.gpu).perf for c in checked}):
+        mine = [c.row for c in checked if gpus.gpu(c.gpu).perf == arch]
 
         def ratios(eff, mine=mine, arch=arch):
             done, _ = reference.check(mine, {arch: eff})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain_bench import config, launch
+from pretrain_bench import config
+from pretrain_bench.bench import launch
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pretrain_bench import cli, config, hardware, launch
+from pretrain_bench import cli, config
+from pretrain_bench.bench import launch
+from pretrain_bench.spec import gpus, models
 
 GROUPS = ("model", "hardware", "strategy", "tricks", "data")
 # Real text takes minutes to tokenize, so the data group and data.source only ever get invalid values here.
@@ -58,8 +60,8 @@ def optional(kind: object) -> bool:
     return type(None) in typing.get_args(kind)
 
 
-CHOICES = {"model.family": config.FAMILIES, "model.recipe.precision": config.RECIPE_PRECISIONS,
-           "hardware.gpu": tuple(hardware.CATALOGUE), "strategy.backend": config.BACKENDS,
+CHOICES = {"model.family": models.FAMILIES, "model.recipe.precision": config.RECIPE_PRECISIONS,
+           "hardware.gpu": tuple(gpus.CATALOGUE), "strategy.backend": config.BACKENDS,
            "tricks.precision": config.TRICK_PRECISIONS, "tricks.attention": config.ATTENTIONS,
            "data.source": config.DATA_SOURCES, "timing": config.TIMINGS, "multinode": config.MULTINODE,
            "logger": config.LOGGERS, **{g: tuple(config.options(g)) for g in GROUPS}}

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
-from pretrain_bench import cli, launch, record
-from pretrain_bench.store import Store
+from pretrain_bench import cli
+from pretrain_bench.analysis import record
+from pretrain_bench.bench import launch
+from pretrain_bench.bench.store import Store
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
@@ -142,7 +144,7 @@ def test_profile_writes_traces_and_a_breakdown(tmp_path):
     ("triton_per_fused_native_layer_norm_0", "other"),
 ])
 def test_profile_categories_name_kernels_and_operators(name, expected):
-    from pretrain_bench.profiling import category
+    from pretrain_bench.train.profiling import category
 
     assert category(name) == expected
 
@@ -153,7 +155,7 @@ def test_gpu_breakdown_counts_each_kernel_once():
     from torch.autograd import DeviceType
     from torch.autograd.profiler_util import Interval
 
-    from pretrain_bench.profiling import kernel_totals
+    from pretrain_bench.train.profiling import kernel_totals
 
     def event(name, device, start, end, annotation=False):
         return E(name=name, device_type=device, time_range=Interval(start, end), is_user_annotation=annotation)

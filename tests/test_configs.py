@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain_bench import config, hardware, models
+from pretrain_bench import config
+from pretrain_bench.spec import gpus, models
 
 # flash needs flash_attn + a GPU (test_bad_input); free-lunch-fp8 an FP8 GPU + torchao (test_fast_methods)
 PARTNER = {"strategy": {"single": ["hardware=cpu-1"]}, "tricks": {"flash": None, "free-lunch-fp8": None}}
@@ -65,15 +66,15 @@ def test_derived_accumulation_and_labels():
 
 
 def test_hardware_catalogue_is_complete():
-    for key, spec in hardware.CATALOGUE.items():
+    for key, spec in gpus.CATALOGUE.items():
         if key == "cpu":
             continue
         assert spec.peak("fp16") and spec.peak("fp32") and spec.memory_gib > 0 and spec.price_per_hour
         assert spec.peak("fp16") > spec.peak("fp32")
-    assert hardware.identify("NVIDIA H100 80GB HBM3") == "h100"
-    assert hardware.identify("NVIDIA A100-SXM4-40GB") == "a100-40gb"
-    assert hardware.identify("NVIDIA GeForce RTX 3090") == "rtx3090"
-    assert hardware.peak_dtype("fp32", tf32=True) == "tf32"
+    assert gpus.identify("NVIDIA H100 80GB HBM3") == "h100"
+    assert gpus.identify("NVIDIA A100-SXM4-40GB") == "a100-40gb"
+    assert gpus.identify("NVIDIA GeForce RTX 3090") == "rtx3090"
+    assert gpus.peak_dtype("fp32", tf32=True) == "tf32"
 
 
 @pytest.mark.parametrize("overrides, key, words", [

@@ -17,8 +17,9 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from pretrain_bench import corpus
 from pretrain_bench.config import DataConfig
+from pretrain_bench.data import corpus
+from pretrain_bench.train import text_batches
 
 WORDS = "the model trains on tokens while loss falls slowly and every batch holds whole sequences".split()
 MARKER = re.compile(r"doc\d{4}marker")
@@ -181,33 +182,33 @@ def packed(tmp_path_factory):
 
 
 def global_batch(packed, seed, step, world, micro_batch, global_size=8):
-    batches = corpus.PackedBatches(packed, global_size, seed, "cpu")
+    batches = text_batches.PackedBatches(packed, global_size, seed, "cpu")
     return torch.cat([m for rank in range(world) for m in batches.micro_batches(step, rank, world, micro_batch)])
 
 
 def test_batches_do_not_depend_on_world_size_or_micro_batch_split(packed):
     for step in range(0, 3 * packed.n_train // 8 + 1, 5):  # crosses epoch boundaries
         reference = global_batch(packed, 0, step, 1, 8)
-        rows = corpus.PackedBatches(packed, 8, 0, "cpu").global_rows(step)
+        rows = text_batches.PackedBatches(packed, 8, 0, "cpu").global_rows(step)
         assert torch.equal(reference, torch.from_numpy(packed.train[rows].astype(np.int64)))
         for world, micro in ((2, 1), (2, 4), (4, 2), (8, 1)):
             assert torch.equal(global_batch(packed, 0, step, world, micro), reference)
-    micro = corpus.PackedBatches(packed, 8, 0, "cpu").micro_batches(0, 1, 2, 2)
+    micro = text_batches.PackedBatches(packed, 8, 0, "cpu").micro_batches(0, 1, 2, 2)
     assert [m.shape for m in micro] == [(2, SEQ_LEN)] * 2 and micro[0].dtype == torch.long
 
 
 def test_batches_follow_the_seed_and_cover_an_epoch(packed):
     assert torch.equal(global_batch(packed, 3, 7, 2, 2), global_batch(packed, 3, 7, 1, 8))
     assert not torch.equal(global_batch(packed, 3, 7, 1, 8), global_batch(packed, 4, 7, 1, 8))
-    batches = corpus.PackedBatches(packed, 8, 0, "cpu")
+    batches = text_batches.PackedBatches(packed, 8, 0, "cpu")
     first_epoch = np.concatenate([batches.global_rows(s) for s in range(packed.n_train // 8)])
     assert len(set(first_epoch.tolist())) == len(first_epoch)  # no sequence repeats within an epoch
 
 
 def test_validation_batches_are_fixed_and_sharded_by_rows(packed):
-    whole = torch.cat(list(corpus.val_batches(packed, 3, "cpu")))
+    whole = torch.cat(list(text_batches.val_batches(packed, 3, "cpu")))
     assert torch.equal(whole, torch.from_numpy(packed.val.astype(np.int64)))
-    shards = [torch.cat(list(corpus.val_batches(packed, 2, "cpu", max_sequences=5, rank=r, world=2)))
+    shards = [torch.cat(list(text_batches.val_batches(packed, 2, "cpu", max_sequences=5, rank=r, world=2)))
               for r in range(2)]
     assert torch.equal(torch.cat(shards), whole[:5]) and [len(s) for s in shards] == [2, 3]
 

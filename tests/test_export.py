@@ -15,7 +15,8 @@ from unittest import mock
 import pytest
 import yaml
 
-from pretrain_bench import config, export, record
+from pretrain_bench import config
+from pretrain_bench.analysis import export, record
 
 STRATEGY_HARDWARE = {"single": "1xa100", "ddp": "4xa100", "fsdp": "4xa100", "fsdp-grad-op": "2x8xa100",
                      "zero2": "4xa100", "zero3-offload": "4xa100"}

@@ -15,9 +15,11 @@ import copy
 import pytest
 import torch
 
-from pretrain_bench import config, data, fused_ce, loop, models, speedups, strategies, tricks
-from pretrain_bench.data import SyntheticTokens
-from pretrain_bench.strategies.base import Runtime
+from pretrain_bench import config
+from pretrain_bench.spec import models
+from pretrain_bench.train import fused_ce, loop, speedups, strategies, synthetic, tricks
+from pretrain_bench.train.strategies.base import Runtime
+from pretrain_bench.train.synthetic import SyntheticTokens
 
 
 def assert_grads_match(ref: torch.nn.Module, other: torch.nn.Module) -> None:
@@ -118,7 +120,7 @@ def test_blocks_transformers_cannot_checkpoint_are_checkpointed_by_us():
         b.pwconv1.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
     torch.manual_seed(0)
     plain = models.build_model(cfg.model)
-    batch = data.synthetic(cfg.model, 0, torch.device("cpu")).micro_batches(0, 0, 1, 2)[0]
+    batch = synthetic.synthetic(cfg.model, 0, torch.device("cpu")).micro_batches(0, 0, 1, 2)[0]
     losses = [m(**batch).loss for m in (ac, plain)]
     for loss in losses:
         loss.backward()

@@ -2,13 +2,13 @@
 
 import pytest
 
-from pretrain_bench import hardware
+from pretrain_bench.spec import gpus
 
 
 def test_every_entry_has_its_datasheet_numbers():
     assert {"h100", "h100-nvl", "h800", "h200", "h200-nvl", "gh200", "b200", "l4", "a10g", "a40", "rtx6000-ada",
-            "rtx5090", "a100-40gb", "a100-80gb", "rtx3090", "v100", "cpu"} <= set(hardware.CATALOGUE)
-    for spec in hardware.CATALOGUE.values():
+            "rtx5090", "a100-40gb", "a100-80gb", "rtx3090", "v100", "cpu"} <= set(gpus.CATALOGUE)
+    for spec in gpus.CATALOGUE.values():
         if spec.key == "cpu":
             continue
         assert spec.memory_bandwidth > 1e11 and spec.pcie_bandwidth > 0 and spec.source, spec.key
@@ -16,7 +16,7 @@ def test_every_entry_has_its_datasheet_numbers():
 
 
 def test_h100_keeps_its_published_figures():
-    h100 = hardware.gpu("h100")
+    h100 = gpus.gpu("h100")
     assert h100.peak("bf16") == pytest.approx(989.4e12)
     assert (h100.memory_bandwidth, h100.nvlink_bandwidth, h100.memory_gib) == (3350e9, 450e9, 80)
 
@@ -29,9 +29,9 @@ def test_h100_keeps_its_published_figures():
     ("NVIDIA GeForce RTX 5090", "rtx5090"), ("NVIDIA A100-SXM4-80GB", "a100-80gb"), ("NVIDIA B200", "b200"),
     ("Some New Accelerator", None)])
 def test_identify_takes_the_most_specific_entry(device, key):
-    assert hardware.identify(device) == key
+    assert gpus.identify(device) == key
 
 
 def test_unknown_key_lists_the_known_ones():
     with pytest.raises(KeyError, match="known: .*h100"):
-        hardware.gpu("h1000")
+        gpus.gpu("h1000")

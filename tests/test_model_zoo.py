@@ -9,7 +9,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from pretrain_bench import config, data, launch, models
+from pretrain_bench import config
+from pretrain_bench.bench import launch
+from pretrain_bench.spec import models
+from pretrain_bench.train import synthetic
 
 TINY = ("tiny-gpt2", "tiny-llama", "tiny-roberta", "tiny-mamba", "tiny-vit", "tiny-convnext")
 
@@ -24,7 +27,7 @@ def _conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _
 def counted_flops_per_unit(m: config.ModelConfig) -> float:
     """FlopCounterMode's count of one eager forward + backward, per token (per image for vision)."""
     model = models.build_model(m, attention="eager")
-    batch = data.as_inputs(data.synthetic(m, seed=0, device=torch.device("cpu")).micro_batches(0, 0, 1, 2)[0])
+    batch = synthetic.as_inputs(synthetic.synthetic(m, seed=0, device=torch.device("cpu")).micro_batches(0, 0, 1, 2)[0])
     with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward}) as c:
         model(**batch).loss.backward()
     return c.get_total_flops() / (2 * m.tokens_per_sample)

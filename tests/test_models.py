@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pretrain_bench import config, models
+from pretrain_bench import config
+from pretrain_bench.spec import models
 
 
 def test_built_model_matches_analytic_parameter_count():

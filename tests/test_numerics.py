@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain_bench import cli, numerics
+from pretrain_bench import cli
+from pretrain_bench.analysis import numerics
 
 BASELINE = [[3.0, 2.5, 2.00], [3.1, 2.6, 2.10], [2.9, 2.4, 1.90]]  # final losses (window 1): 2.0 ± 0.1
 

@@ -11,8 +11,9 @@ import pytest
 from test_export import isolated, training_arguments  # noqa: F401 (fixtures: TrainingArguments as on a GPU)
 from test_record import make
 
-from pretrain_bench import cli, config, peers, record, report
-from pretrain_bench.store import Store
+from pretrain_bench import cli, config
+from pretrain_bench.analysis import peers, record, report
+from pretrain_bench.bench.store import Store
 
 
 def peer_record(step_s: list[float], status: str = "ok") -> dict:
@@ -51,7 +52,7 @@ def test_peers_runs_both_sides_on_the_same_model_and_tokens(tmp_path, capsys):
     assert re.search(r"\*\*ours / HF: \d+\.\d\d×\*\*", table) and table in out
     assert "| HF Trainer | single · naive | 2×4 |" in table and "| pretrain-bench | single · naive | 2×4 |" in table
     assert "| ★ |" in report.table(records) and "hf-trainer" not in report.table(records)  # a peer is never ranked
-    assert cli.best_record(records, "tiny", "cpu-1") is ours
+    assert record.best_record(records, "tiny", "cpu-1") is ours
 
 
 def test_runs_alternate_hf_first():
@@ -101,7 +102,7 @@ def test_ours_is_the_best_stored_method_and_hf_takes_its_micro_batch():
 
 
 def test_hf_side_gets_the_free_lunch_training_arguments(tmp_path, training_arguments):  # noqa: F811
-    from pretrain_bench import hf_trainer
+    from pretrain_bench.train import hf_trainer
 
     cfg = config.compose(["model=pythia-410m", "hardware=1xh100", "tricks=free-lunch", "micro_batch=16"])
     kwargs = hf_trainer.training_arguments(cfg, tmp_path)
@@ -119,7 +120,7 @@ def test_hf_side_leaves_the_tf32_getters_inductor_reads_usable(tmp_path, monkeyp
     import torch
     import transformers.training_args as ta
 
-    from pretrain_bench import hf_trainer
+    from pretrain_bench.train import hf_trainer
 
     monkeypatch.setattr(ta, "is_torch_tf32_available", lambda: True)  # as on an H100: TrainingArguments writes TF32
     monkeypatch.setattr(ta, "is_torch_bf16_gpu_available", lambda: True)

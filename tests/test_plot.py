@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain_bench import config, plot, record
+from pretrain_bench import config
+from pretrain_bench.analysis import plot, record
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pretrain_bench import cli, config, hardware, record
+from pretrain_bench import cli, config
+from pretrain_bench.analysis import record
 from pretrain_bench.analysis.perf import comms, compute, efficiency, memcheck, memory, plan, records, reference
 from pretrain_bench.analysis.perf.workload import Gemm, Workload, from_config
-from pretrain_bench.store import Store
+from pretrain_bench.bench.store import Store
+from pretrain_bench.spec import gpus
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 GIB = 2**30
@@ -21,7 +23,7 @@ GIB = 2**30
 def gpt(**changes) -> Workload:
     m = config.ModelConfig(name="t", family="gpt2", hidden_size=1024, num_layers=4, num_heads=16, vocab_size=1000,
                            seq_len=256)
-    return Workload(model=m, gpu=hardware.gpu("a100-80gb"), **changes)
+    return Workload(model=m, gpu=gpus.gpu("a100-80gb"), **changes)
 
 
 def test_matmul_time_is_flops_over_shape_discounted_peak():
@@ -136,7 +138,7 @@ def test_calibration_fits_the_gpu_and_flags_a_record_far_off(tmp_path):
     store = Store(tmp_path)
     cfgs = [config.compose(["model=pythia-160m", "hardware=1xh100", "tricks=free-lunch", f"micro_batch={mb}"])
             for mb in (1, 2, 4, 8)]
-    eff = efficiency.for_gpu(hardware.gpu("h100"))
+    eff = efficiency.for_gpu(gpus.gpu("h100"))
     for cfg in cfgs:  # this "GPU" runs 1.5× slower than the published fit says
         store.append(measured(cfg, 1.5 * records.predict_step(from_config(cfg), eff).step_s))
     assert records.beside(store.records()[0])["ratio"] == pytest.approx(1.5)
@@ -150,7 +152,7 @@ def test_calibration_fits_the_gpu_and_flags_a_record_far_off(tmp_path):
 def test_the_model_runs_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "from pretrain_bench.analysis.perf import reference, memcheck, plan, records\n"
-            "from pretrain_bench import hardware\n"
+            "from pretrain_bench.spec import gpus\n"
             f"c, s = reference.check(reference.read_rows({str(REFERENCE / 'published_throughput.csv')!r}))\n"
             "print(reference.report(c, s)[-1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

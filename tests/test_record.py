@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pretrain_bench import config, record
+from pretrain_bench import config
+from pretrain_bench.analysis import record
 
 
 def measurement(step_s):

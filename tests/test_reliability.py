@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from pretrain_bench import config, search
-from pretrain_bench.runner import Runner
-from pretrain_bench.store import Store
+from pretrain_bench import config
+from pretrain_bench.bench import search
+from pretrain_bench.bench.runner import Runner
+from pretrain_bench.bench.store import Store
 
 pytestmark = pytest.mark.distributed
 CELL = ["model=tiny", "hardware=cpu-2", "strategy=ddp", "steps=5", "warmup_steps=1"]
@@ -28,7 +29,8 @@ def test_a_hung_rank_ends_as_timeout_within_the_limit(tmp_path):
     r = measure(tmp_path, "+env.PRETRAIN_BENCH_FAULT='hang:rank=1:step=2'", "collective_timeout_s=3", "timeout_s=60")
     assert r["status"] == "timeout", r["error"]
     assert time.monotonic() - start < 60
-    assert subprocess.run(["pgrep", "-f", f"pretrain_bench.worker .*{tmp_path}"], capture_output=True).stdout == b""
+    pattern = f"pretrain_bench.train.worker .*{tmp_path}"
+    assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout == b""
 
 
 def test_a_nan_loss_ends_as_diverged_at_its_step(tmp_path):

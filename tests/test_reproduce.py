@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pretrain_bench import config, hardware, models, reproduce
+from pretrain_bench import config
+from pretrain_bench.analysis import reproduce
+from pretrain_bench.spec import gpus, models
 
 CLAIMS = Path(__file__).resolve().parents[1] / "results" / "reference" / "claims.csv"
 PYTHIA_TOKENS = 143_000 * 1024 * 2048  # = 299,892,736,000
@@ -132,9 +134,9 @@ def test_every_claim_is_sourced_and_known(claims):
     models_known = set(config.options("model"))
     for c in claims.values():
         assert c.source.strip() and c.verification in ("primary", "secondary")
-        assert c.model in models_known and c.gpu in hardware.CATALOGUE
+        assert c.model in models_known and c.gpu in gpus.CATALOGUE
         assert (c.days is None) != (c.gpu_hours is None)
-        assert hardware.gpu(c.gpu).peak(c.precision)
+        assert gpus.gpu(c.gpu).peak(c.precision)
 
 
 def test_pythia_full_recipe_token_count(claims):
@@ -179,6 +181,6 @@ def test_load_claims_reads_a_valid_row(tmp_path):
 
 
 def test_no_torch_import():
-    code = ("import sys; from pretrain_bench import reproduce as r; "
+    code = ("import sys; from pretrain_bench.analysis import reproduce as r; "
             f"[r.assess(c) for c in r.load_claims({str(CLAIMS)!r})]; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain_bench import config, search
-from pretrain_bench.runner import Runner
-from pretrain_bench.store import Store
+from pretrain_bench import config
+from pretrain_bench.bench import search
+from pretrain_bench.bench.runner import Runner
+from pretrain_bench.bench.store import Store
 
 
 class FakeRunner:

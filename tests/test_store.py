@@ -7,7 +7,7 @@ import multiprocessing as mp
 
 from test_record import make
 
-from pretrain_bench.store import Store
+from pretrain_bench.bench.store import Store
 
 
 def _write(root, worker, n):

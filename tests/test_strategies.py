@@ -25,7 +25,8 @@ def curves(outcome):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    from pretrain_bench import config, launch
+    from pretrain_bench import config
+    from pretrain_bench.bench import launch
 
     cfg = config.compose([*COMMON, "hardware=cpu-1", "strategy=single", "micro_batch=4"])
     outcome = launch.run_cell(cfg, tmp_path_factory.mktemp("ref") / "cell")

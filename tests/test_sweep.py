@@ -8,8 +8,9 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pretrain_bench import cli, config, sweep
-from pretrain_bench.store import Store
+from pretrain_bench import cli, config
+from pretrain_bench.bench import sweep
+from pretrain_bench.bench.store import Store
 
 # Global batch 4: few micro-batch candidates, so each cell's search is a handful of launches.
 GRID = ["model=tiny", "model.num_layers=1,2", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]",
@@ -57,7 +58,7 @@ def sbatch_text(tmp_path, hardware: str, monkeypatch) -> str:
     monkeypatch.setattr(SlurmExecutor, "affinity", staticmethod(lambda: 1))  # no srun on this machine
     executor = AutoExecutor(folder=tmp_path, cluster="slurm")
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items() if k not in skip})
-    return executor._executor._make_submission_file_text("python -m pretrain_bench.sweep_app", "uid")
+    return executor._executor._make_submission_file_text("python -m pretrain_bench.bench.sweep_app", "uid")
 
 
 @pytest.mark.parametrize("hardware, nodes, gpus, cpus", [("8xh100", 1, 8, 64), ("2x8xh100", 2, 8, 64)])
@@ -131,7 +132,8 @@ def test_interrupted_sweep_resumes_without_losing_or_duplicating_cells(tmp_path)
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) != 0
-    assert subprocess.run(["pgrep", "-f", f"pretrain_bench.worker .*{tmp_path}"], capture_output=True).stdout == b""
+    pattern = f"pretrain_bench.train.worker .*{tmp_path}"
+    assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout == b""
     done_before = {c.id for c in cells if sweep.read_status(store, c.id)["state"] == "done"}
     records_before = store.records()
     assert len(done_before) >= 1  # almost always 1: the second cell runs ~10 s after the first is done

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pretrain_bench import config
-from pretrain_bench.runner import Runner
-from pretrain_bench.store import Store
+from pretrain_bench.bench.runner import Runner
+from pretrain_bench.bench.store import Store
 
 pytestmark = pytest.mark.distributed
 

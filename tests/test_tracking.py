@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_record import make
 
-from pretrain_bench import tracking
+from pretrain_bench.bench import tracking
 
 
 def test_record_is_logged_offline(tmp_path, monkeypatch):

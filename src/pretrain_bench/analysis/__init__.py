@@ -1,1 +1,2 @@
-"""From records and specs to answers: no torch."""
+"""From records and specs to answers: the record schema, estimates, tables, plots, exports, reproduce, numerics and
+peers. No torch."""

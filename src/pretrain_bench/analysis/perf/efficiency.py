@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from pretrain_bench import hardware
 from pretrain_bench.config import CONFIG_DIR, ConfigError
+from pretrain_bench.spec import gpus
 
 FITTED = ("matmul", "width", "attention", "memory", "network", "launch_us")  # what a fit may move
 
@@ -32,7 +32,7 @@ class Efficiency:
     error_high: float = 1.1  # … and at the 90th
     fitted: str = ""  # how the numbers were obtained
 
-    def peak(self, gpu: hardware.GPUSpec, dtype: str) -> float:
+    def peak(self, gpu: gpus.GPUSpec, dtype: str) -> float:
         peak = self.peak_flops or gpu.peak(dtype)
         if not peak:
             raise ConfigError("hardware.gpu", f"{gpu.name} has no {dtype} peak in the catalogue; calibrate it "
@@ -40,7 +40,7 @@ class Efficiency:
                                               f"{', '.join(gpu.peak_flops) or 'none'}")
         return peak
 
-    def bandwidth(self, gpu: hardware.GPUSpec) -> float:
+    def bandwidth(self, gpu: gpus.GPUSpec) -> float:
         bw = self.memory_bandwidth or gpu.memory_bandwidth
         if not bw:
             raise ConfigError("hardware.gpu", f"{gpu.name} has no memory bandwidth; run `pretrain-bench calibrate`")
@@ -63,7 +63,7 @@ def calibration_path(store_dir: str | Path, gpu_key: str) -> Path:
     return Path(store_dir).expanduser() / "calibration" / f"{gpu_key}.yaml"
 
 
-def for_gpu(gpu: hardware.GPUSpec, store_dir: str | Path | None = None) -> Efficiency:
+def for_gpu(gpu: gpus.GPUSpec, store_dir: str | Path | None = None) -> Efficiency:
     """The constants predictions of `gpu` use (see the module docstring for the order)."""
     candidates = [calibration_path(store_dir, gpu.key)] if store_dir else []
     candidates += [CONFIG_DIR / "perf" / f"{gpu.key}.yaml", CONFIG_DIR / "perf" / f"{gpu.perf or gpu.arch}.yaml"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pretrain_bench import hardware
 from pretrain_bench.analysis.perf import memory
 from pretrain_bench.analysis.perf.workload import Workload
 from pretrain_bench.config import ConfigError, ModelConfig
+from pretrain_bench.spec import gpus
 
 TOLERANCE = 0.15
 
@@ -35,13 +35,13 @@ def configs(path: str | Path) -> dict[tuple, dict]:
 
 
 def workload(row: dict) -> Workload | None:
-    key = hardware.identify(row["device"])
+    key = gpus.identify(row["device"])
     if key is None:
         return None
     m = ModelConfig(name=f"L{row['L']}-h{row['h']}", family="gpt2", hidden_size=int(row["h"]),
                     num_layers=int(row["L"]), num_heads=int(row["nh"]), intermediate_size=int(row["ff"]),
                     vocab_size=int(row["vocab"]), seq_len=int(row["seq"]))
-    return Workload(model=m, gpu=hardware.gpu(key), precision="fp16",
+    return Workload(model=m, gpu=gpus.gpu(key), precision="fp16",
                     attention="sdpa" if row["flash"].strip().lower() == "true" else "eager",
                     compile=row["compile"] not in ("", "none", "False"), fused_adamw=False)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pretrain_bench import hardware
 from pretrain_bench.analysis.perf import efficiency, memory
 from pretrain_bench.analysis.perf.step import StepTime, predict_step
 from pretrain_bench.analysis.perf.workload import Workload
 from pretrain_bench.config import divisors
+from pretrain_bench.spec import gpus
 
 SECONDS_PER_DAY = 86_400
 AMORTISATION_YEARS = 5
@@ -124,12 +124,12 @@ def ranked(base: Workload, recipe_precision: str, recipe_steps: int, store_dir: 
     return sorted(answers, key=lambda a: (not a.fits, a.step.step_s))
 
 
-def plan(base: Workload, recipe_precision: str, recipe_steps: int, gpus: list[str] | None = None,
+def plan(base: Workload, recipe_precision: str, recipe_steps: int, keys: list[str] | None = None,
          store_dir: str | None = None) -> list[tuple[str, int, int, Answer | None]]:
     """(GPU key, GPUs per node, nodes, best answer or None) over the catalogue's GPUs and LAYOUTS."""
     rows = []
-    for key in gpus or [k for k in hardware.CATALOGUE if k != "cpu"]:
-        gpu = hardware.gpu(key)
+    for key in keys or [k for k in gpus.CATALOGUE if k != "cpu"]:
+        gpu = gpus.gpu(key)
         precision = recipe_precision if recipe_precision != "bf16" or gpu.supports_bf16 else "fp16"
         for per_node, nodes in LAYOUTS:
             layout = base.with_(gpu=gpu, gpus_per_node=per_node, nodes=nodes)

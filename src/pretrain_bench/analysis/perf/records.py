@@ -11,10 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pretrain_bench import config, hardware
+from pretrain_bench import config
 from pretrain_bench.analysis.perf import efficiency, fit
 from pretrain_bench.analysis.perf.step import predict_step
 from pretrain_bench.analysis.perf.workload import Workload, from_config
+from pretrain_bench.spec import gpus
 
 FLAG_RATIO = 0.30
 CALIBRATED = ("matmul", "attention", "memory", "network", "launch_us")  # width stays the generation's
@@ -39,7 +40,7 @@ def beside(record: dict[str, Any], store_dir: str | Path | None = None) -> dict[
         return None
     try:
         w = workload_of(record)
-        eff = efficiency.for_gpu(hardware.gpu(gpu_of(record)), store_dir)
+        eff = efficiency.for_gpu(gpus.gpu(gpu_of(record)), store_dir)
         predicted = predict_step(w, eff).step_s
     except (config.ConfigError, KeyError):
         return None
@@ -59,7 +60,7 @@ def calibrate(records: list[dict[str, Any]], gpu_key: str, store_dir: str | Path
     if not mine:
         raise config.ConfigError("hardware.gpu", f"the store has no ok throughput records of {gpu_key!r}; "
                                                  f"measure some first (pretrain-bench run / search)")
-    gpu = hardware.gpu(gpu_key)
+    gpu = gpus.gpu(gpu_key)
     start = efficiency.for_gpu(gpu)
     if measured_peak:
         start = replace(start, peak_flops=measured_peak[0], memory_bandwidth=measured_peak[1])

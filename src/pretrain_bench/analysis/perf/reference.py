@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain_bench import hardware
 from pretrain_bench.analysis.perf import efficiency
 from pretrain_bench.analysis.perf.step import predict_step
 from pretrain_bench.analysis.perf.workload import Workload
 from pretrain_bench.config import ConfigError, ModelConfig
+from pretrain_bench.spec import gpus
 
 GPU_TYPES = ((r"A100.*40\s*GB", "a100-40gb"), (r"A100.*80\s*GB", "a100-80gb"), (r"H100.*PCIe", "h100-pcie"),
              (r"\bH100\b", "h100"), (r"\bH200\b", "h200"), (r"\bB200\b", "b200"), (r"RTX 3090", "rtx3090"),
@@ -108,19 +108,19 @@ def express(row: dict) -> tuple[Workload | None, str]:
     strategy, why = _parallel_layout(row)
     if strategy is None:
         return None, why
-    gpus = _number(row["num_gpus"])
-    if gpus is None or gpus > MAX_GPUS:
+    count = _number(row["num_gpus"])
+    if count is None or count > MAX_GPUS:
         return None, f"num_gpus {row['num_gpus'] or 'not stated'} (checked: 1 to {MAX_GPUS})"
     if not all(_number(row[c]) for c in ("n_layers", "d_model", "n_heads", "vocab", "seq_len", "micro_batch")):
         return None, "shape, sequence or micro-batch not given"
-    gpus = int(gpus)
+    count = int(count)
     micro = int(_number(row["micro_batch"]))
-    accum = _number(row["grad_accum"]) or (_number(row["global_batch_seqs"]) or micro * gpus) / (micro * gpus)
+    accum = _number(row["grad_accum"]) or (_number(row["global_batch_seqs"]) or micro * count) / (micro * count)
     every, selective = _checkpointing(row["activation_checkpointing"])
-    per_node = min(gpus, 8)
+    per_node = min(count, 8)
     workload = Workload(
-        model=_model(row), gpu=hardware.gpu(key), gpus_per_node=per_node, nodes=max(1, gpus // per_node),
-        strategy=strategy if gpus > 1 else "single", precision="fp16" if "fp16" in precision else "bf16",
+        model=_model(row), gpu=gpus.gpu(key), gpus_per_node=per_node, nodes=max(1, count // per_node),
+        strategy=strategy if count > 1 else "single", precision="fp16" if "fp16" in precision else "bf16",
         attention="eager" if "naive attention" in row["framework"].lower() else "sdpa",
         compile=row["compile"].lower().startswith(("yes", "default")), ac_every=every, selective_ac=selective,
         fused_adamw="non-fused" not in row["notes"].lower(), micro_batch=micro, grad_accum=max(1, round(accum)))
@@ -156,9 +156,9 @@ def baseline_errors(checked: list[Checked]) -> list[float]:
     """Absolute % errors of one constant MFU per GPU type (the median implied MFU of these rows)."""
     mfu = {}
     for key in {c.gpu for c in checked}:
-        peak = hardware.gpu(key).peak("bf16")
+        peak = gpus.gpu(key).peak("bf16")
         mfu[key] = statistics.median(c.published * c.baseline_flops / peak for c in checked if c.gpu == key)
-    return [abs(mfu[c.gpu] * hardware.gpu(c.gpu).peak("bf16") / c.baseline_flops / c.published - 1) * 100
+    return [abs(mfu[c.gpu] * gpus.gpu(c.gpu).peak("bf16") / c.baseline_flops / c.published - 1) * 100
             for c in checked]
 
 

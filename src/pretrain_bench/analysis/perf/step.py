@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pretrain_bench import models
 from pretrain_bench.analysis.perf import comms, compute
 from pretrain_bench.analysis.perf.efficiency import Efficiency
 from pretrain_bench.analysis.perf.workload import Workload
+from pretrain_bench.spec import models
 
 ADAMW_BYTES = {True: 28, False: 44}  # per parameter: fused reads p, g, m, v and writes p, m, v (fp32); foreach: more
 CLIP_BYTES = 12  # gradient norm (read) and scaling (read + write)

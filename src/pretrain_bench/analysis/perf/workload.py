@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pretrain_bench import hardware, models
 from pretrain_bench.config import BenchConfig, ConfigError, ModelConfig, strategy_label
+from pretrain_bench.spec import gpus, models
 
 STRATEGIES = ("single", "ddp", "fsdp", "fsdp-grad-op", "zero1", "zero2", "zero3", "zero1-offload", "zero2-offload",
               "zero3-offload", "zero3-offload-opt", "zero3-offload-params")
@@ -15,7 +15,7 @@ MODELLED_FAMILIES = ("gpt_neox", "gpt2", "llama", "roberta", "vit")  # transform
 @dataclass(frozen=True)
 class Workload:
     model: ModelConfig
-    gpu: hardware.GPUSpec
+    gpu: gpus.GPUSpec
     gpus_per_node: int = 1
     nodes: int = 1
     strategy: str = "single"  # a STRATEGIES label (config.strategy_label)
@@ -61,7 +61,7 @@ class Workload:
 
     @property
     def peak_dtype(self) -> str:
-        return hardware.peak_dtype(self.precision, self.tf32)
+        return gpus.peak_dtype(self.precision, self.tf32)
 
     @property
     def params(self) -> int:
@@ -81,7 +81,7 @@ def from_config(cfg: BenchConfig) -> Workload:
     """The workload a composed config runs."""
     tr = cfg.tricks
     return Workload(
-        model=cfg.model, gpu=hardware.gpu(cfg.hardware.gpu), gpus_per_node=cfg.hardware.gpus_per_node,
+        model=cfg.model, gpu=gpus.gpu(cfg.hardware.gpu), gpus_per_node=cfg.hardware.gpus_per_node,
         nodes=cfg.hardware.nodes, strategy=strategy_label(cfg.strategy), precision=cfg.precision, tf32=tr.tf32,
         attention=tr.attention, compile=tr.compile, ac_every=tr.ac_every if tr.activation_checkpointing else 0,
         fused_ce=tr.fused_linear_ce, fused_adamw=tr.fused_adamw, micro_batch=cfg.micro_batch,

@@ -1,0 +1,140 @@
+"""Comparison tables from result records (markdown, CSV, HTML). Reads plain records only; no torch.
+
+Rows are grouped by (model, hardware) and sorted fastest first; the best valid measurement of each group is
+starred. Records that failed or are invalid (MFU above peak) are listed but never starred.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import statistics
+from itertools import groupby
+
+from pretrain_bench.analysis.estimate import recipe_estimate
+from pretrain_bench.spec.stats import repeat_stats
+
+COLUMNS = ("best", "model", "hardware", "strategy", "tricks", "mb×acc", "tokens/s", "MFU", "step s (median ± IQR/2)",
+           "peak mem GiB", "compile s", "recipe days (IQR)", "GPU-days", "cloud $", "5-yr purchase $", "floor days",
+           "status")
+FORMATS = ("md", "csv", "html")
+
+
+def _money(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def _speed(r: dict) -> float:
+    return (r.get("throughput") or {}).get("tokens_per_s", 0.0) if r["status"] == "ok" and r["valid"] else -1.0
+
+
+def rate(throughput: dict, unit: bool = False) -> str:
+    """The throughput figure; vision models count images, not tokens, and always say so."""
+    images = throughput.get("unit") == "image"
+    text = f"{throughput['tokens_per_s']:,.0f}"
+    if unit:
+        return f"{text} {'images' if images else 'tokens'}/s"
+    return f"{text} images" if images else text
+
+
+def row(r: dict, best: bool) -> dict[str, str]:
+    c = r["cell"]
+    out = dict.fromkeys(COLUMNS, "")
+    out.update({"best": "★" if best else "", "model": c["model"], "hardware": c["hardware"],
+                "strategy": c["strategy"], "tricks": c["tricks"], "mb×acc": f"{c['micro_batch']}×{c['grad_accum']}",
+                "status": r["status"] if r["valid"] else "invalid: MFU > 100%"})
+    if r.get("memory"):
+        out["peak mem GiB"] = f"{r['memory']['peak_gib']:.2f}"
+    if not r.get("throughput"):
+        return out
+    stats, mfu = r["timing"]["stats"], r["flops"]["mfu"]
+    out["tokens/s"] = rate(r["throughput"])
+    out["MFU"] = "n/a (CPU)" if mfu is None else f"{mfu:.1%}"
+    out["step s (median ± IQR/2)"] = f"{stats['median']:.3f} ± {stats['iqr'] / 2:.3f}"
+    if r["timing"]["compile_s"] is not None:
+        out["compile s"] = f"{r['timing']['compile_s']:.1f}"
+    if est := recipe_estimate(r):
+        out["recipe days (IQR)"] = f"{est['days']:,.1f} ({est['days_low']:,.1f}–{est['days_high']:,.1f})"
+        out["GPU-days"] = f"{est['gpu_days']:,.1f}"
+        out["cloud $"] = _money(est["cost_cloud_usd"])
+        out["5-yr purchase $"] = _money(est["cost_purchase_usd"])
+        out["floor days"] = "" if est["floor_days"] is None else f"{est['floor_days']:,.2f}"
+    return out
+
+
+def rows(records: list[dict]) -> list[dict[str, str]]:
+    records = [r for r in records if r["kind"] == "throughput"]
+    records.sort(key=lambda r: (r["cell"]["model"], r["cell"]["hardware"], -_speed(r)))
+    out = []
+    for _, group in groupby(records, key=lambda r: (r["cell"]["model"], r["cell"]["hardware"])):
+        group = list(group)
+        out += [row(r, best=(i == 0 and _speed(r) > 0)) for i, r in enumerate(group)]
+    return out
+
+
+def table(records: list[dict], fmt: str = "md") -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    body = rows(records)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(body)
+        return buf.getvalue()
+    if fmt == "html":
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+        cells = ["<tr{}>{}</tr>".format(' class="best"' if r["best"] else "",
+                                         "".join(f"<td>{html.escape(r[c])}</td>" for c in COLUMNS)) for r in body]
+        return (f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(cells)
+                + "\n</tbody>\n</table>\n")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def _spread(stats: dict | None, fmt: str) -> str:
+    if not stats:
+        return "—"
+    text = f"{stats['mean']:{fmt}} ± {stats['stdev']:{fmt}}"
+    return text + (f" (trimmed {stats['trimmed_mean']:{fmt}})" if stats.get("trimmed_mean") is not None else "")
+
+
+def target_table(rows: list[dict]) -> str:
+    """Methods compared at equal quality: a faster step that needs more steps shows up here."""
+    head = ("method", "reached", "time to target s", "steps to target", "tokens/s", "final val loss")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        speed = "—" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}"
+        lines.append(f"| {r['method']} | {r['reached']}/{r['runs']} | {_spread(r['time_s'], '.1f')} | "
+                     f"{_spread(r['steps'], '.0f')} | {speed} | {_spread(r['final_val_loss'], '.3f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def timing_table(records: list[dict]) -> str:
+    """Honest vs legacy (reference-harness) step time, read from the same steps of each measured cell."""
+    head = ("model", "hardware", "strategy", "tricks", "mb×acc", "honest step s", "legacy step s", "legacy / honest")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        if r["kind"] != "throughput" or r["status"] != "ok" or not (r.get("timing") or {}).get("legacy"):
+            continue
+        c, t = r["cell"], r["timing"]
+        lines.append(f"| {c['model']} | {c['hardware']} | {c['strategy']} | {c['tricks']} | "
+                     f"{c['micro_batch']}×{c['grad_accum']} | {t['honest_stats']['median']:.3f} | "
+                     f"{t['legacy']['stats']['median']:.3f} | {t['legacy']['ratio_to_honest']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def target_row(method: str, records: list[dict]) -> dict:
+    """One method's repeats: time and steps to target over the runs that reached it, speed over all."""
+    reached = [r for r in records if r["status"] == "ok"]
+    speeds = [r["throughput"]["tokens_per_s"] for r in records if r.get("throughput")]
+    return {"method": method, "runs": len(records), "reached": len(reached),
+            "statuses": [r["status"] for r in records],
+            "time_s": repeat_stats([r["target"]["time_s"] for r in reached]) if reached else None,
+            "steps": repeat_stats([r["target"]["steps"] for r in reached]) if reached else None,
+            "tokens_per_s": statistics.median(speeds) if speeds else None,
+            "final_val_loss": repeat_stats([r["target"]["final_val_loss"] for r in records
+                                            if r.get("target")]) if speeds else None,
+            "keys": [r["key"] for r in records]}

@@ -1,0 +1,195 @@
+"""Run one cell in fresh worker processes under torchrun, with a time-out, and turn whatever happens into a status.
+
+Isolation is the point: an OOM, a crash or a hang in one cell cannot poison the next, because each cell gets new
+processes (and a new CUDA context). The launching process never touches the GPU itself, so it holds no GPU memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pretrain_bench.config import BenchConfig, ConfigError, to_dict
+from pretrain_bench.spec import gpus
+
+# The most specific failure among the ranks names the cell's status.
+FAILURE_PRIORITY = ("oom", "diverged", "timeout", "error")
+_DETECT = ("import torch; n = torch.cuda.device_count(); print(n); "
+           "print(torch.cuda.get_device_name(0) if n else '')")
+
+
+@dataclass
+class CellOutcome:
+    status: str  # ok | oom | error | timeout | diverged
+    error: str | None
+    measurement: dict | None
+    failed_step: int | None = None
+
+
+def detect_gpu(cfg: BenchConfig) -> str:
+    """The catalogue key of this machine's GPU, checked against the config before any worker starts."""
+    hw = cfg.hardware
+    if hw.gpu == "cpu":
+        return "cpu"
+    if hw.nodes > 1 and cfg.multinode == "srun" and "SLURM_JOB_ID" not in os.environ:
+        raise ConfigError("hardware.nodes", f"{hw.name} spans {hw.nodes} nodes: run it inside a SLURM allocation of "
+                                            f"{hw.nodes} nodes (`pretrain-bench sweep … hydra/launcher=slurm`); "
+                                            "allowed here: single-node hardware")
+    # In a subprocess, so that this process never creates a CUDA context (which would hold GPU memory).
+    out = subprocess.run([sys.executable, "-c", _DETECT], capture_output=True, text=True, check=True).stdout.split("\n")
+    count, name = int(out[0]), out[1].strip()
+    if count < hw.gpus_per_node:
+        raise ConfigError("hardware", f"{hw.name} needs {hw.gpus_per_node} CUDA GPUs, this machine shows {count}; "
+                                      f"allowed here: cpu-1, cpu-2" + (f", or up to {count}x GPUs" if count else ""))
+    sku = gpus.identify(name)
+    if sku != hw.gpu:
+        raise ConfigError("hardware.gpu", f"the config says {hw.gpu!r} but this machine's GPU is {name!r} "
+                                          f"(catalogue key {sku!r}); MFU and cost would use the wrong peak. "
+                                          f"Allowed values: {sku or 'add this GPU to gpus.CATALOGUE'}")
+    return sku
+
+
+def worker_env(cfg: BenchConfig) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu" if cfg.hardware.gpu == "cpu" else "cuda")
+    # Split this node's cores (those the job may use) between its ranks. Without it torchrun sets 1 thread per rank
+    # whenever it starts several, which leaves DeepSpeed's CPU Adam (ZeRO offload) on one core per GPU and would
+    # understate offload's speed; on CPU hardware the ranks are the compute, so they must not oversubscribe.
+    # `+env.OMP_NUM_THREADS=…` overrides.
+    env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // cfg.hardware.gpus_per_node))
+    return {**env, **cfg.env}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slurm_head_node() -> str:
+    nodelist = os.environ["SLURM_JOB_NODELIST"]
+    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return hosts.stdout.split()[0]
+
+
+def node_commands(cfg: BenchConfig, worker: list[str], run_id: str) -> list[list[str]]:
+    """The command(s) that start every rank: one torchrun per node, rendezvous over c10d when nodes > 1."""
+    hw = cfg.hardware
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--max-restarts=0",
+                f"--nproc-per-node={hw.gpus_per_node}"]
+    if hw.nodes == 1:
+        return [[*torchrun, "--standalone", *worker]]
+    if cfg.multinode == "local":  # several "nodes" on this host: tests and rehearsals of a multi-node cell
+        endpoint = f"127.0.0.1:{free_port()}"
+    else:
+        endpoint = f"{slurm_head_node()}:{29_500 + int(run_id[:4], 16) % 2000}"
+    multi = [*torchrun, f"--nnodes={hw.nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+             f"--rdzv-id={run_id}", *worker]
+    if cfg.multinode == "local":
+        return [multi] * hw.nodes
+    # One task per node inside the job's allocation; a failed node ends the step on every node.
+    return [["srun", f"--nodes={hw.nodes}", "--ntasks-per-node=1", "--overlap", "--kill-on-bad-exit=1", *multi]]
+
+
+def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
+             corpus: Path | None = None) -> CellOutcome:
+    """Launch the ranks of one cell, wait at most cfg.timeout_s, and read the ranks' status files.
+
+    `work_dir` receives the cell spec, one status file per rank and the log; it must be on a file system that every
+    node sees (the store is) when the cell spans nodes.
+    """
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    spec = work_dir / "cell.json"
+    spec.write_text(json.dumps({"config": to_dict(cfg), "mode": mode, "corpus": corpus and str(corpus)}))
+    worker = ["-m", "pretrain_bench.train.worker", str(spec), str(work_dir)]
+    commands = node_commands(cfg, worker, run_id=hashlib.sha1(str(work_dir).encode()).hexdigest()[:12])
+    with open(work_dir / "log.txt", "w") as log, _signals_raise():
+        # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
+        procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
+                                  start_new_session=True) for cmd in commands]
+        deadline = time.monotonic() + cfg.timeout_s
+        try:
+            codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in procs]
+        except subprocess.TimeoutExpired:
+            return CellOutcome("timeout", f"no result after timeout_s={cfg.timeout_s} s; all ranks killed", None)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    _kill_group(p)
+    ranks = [json.loads(p.read_text()) for p in sorted(work_dir.glob("rank*.json"))]
+    return _outcome(ranks, cfg.world_size, max(codes), work_dir / "log.txt")
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """Turn SIGTERM into an exception while ranks run, so that `finally` kills them instead of orphaning them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=10)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _outcome(ranks: list[dict], world: int, code: int, log_path: Path) -> CellOutcome:
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    reported = {r["rank"] for r in ranks}
+    dead_rank, cause = _dead_rank(log, reported)
+    failures = sorted((r for r in ranks if r["status"] != "ok"), key=lambda r: FAILURE_PRIORITY.index(r["status"]))
+    if dead_rank is not None:
+        # A rank died without reporting (killed, segfault): that is the cause; the others only lost their peer.
+        then = f"; then {failures[0]['error']}" if failures else ""
+        return CellOutcome("error", f"{cause}{len(ranks)} of {world} ranks reported{then}", None)
+    if failures:
+        first = failures[0]
+        return CellOutcome(first["status"], first["error"], None, failed_step=first.get("step"))
+    measured = [r for r in ranks if r.get("measurement")]
+    if len(ranks) < world or not measured:
+        tail = "\n".join(log.splitlines()[-15:])
+        return CellOutcome("error", f"workers exited with code {code}; {len(ranks)} of {world} ranks reported; "
+                                    f"log tail:\n{tail}", None)
+    # Every rank finished and reported: the measurement stands even if a process then died while exiting.
+    return CellOutcome("ok", None, measured[0]["measurement"])
+
+
+def _dead_rank(log: str, reported: set[int]) -> tuple[int | None, str]:
+    """A rank that died without reporting, from torchrun's failure summary: (rank, 'rank 1 died: SIGKILL; ').
+
+    Ranks that torchrun itself stopped with SIGTERM after the first failure are survivors, not causes.
+    """
+    for rank, code in re.findall(r"rank\s*:\s*(\d+) \(local_rank.*?exitcode\s*:\s*(-?\d+)", log, re.S):
+        rank, code = int(rank), int(code)
+        if rank not in reported and code not in (0, -signal.SIGTERM):
+            name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+            return rank, f"rank {rank} died ({name}) without reporting; "
+    return None, ""

@@ -1,0 +1,80 @@
+"""Measure a cell into the store, or return the store's answer when it already has one (resume).
+
+A cell's identity is its key (config + library versions + GPU SKU) and the kind of measurement. A stored `ok` is
+final; a stored `oom` is final for a micro-batch probe (it will not fit next time either); anything else (error,
+timeout, diverged, or an `oom` of a full run) is measured again. `force` re-measures everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pretrain_bench.analysis import record
+from pretrain_bench.bench import launch, tracking
+from pretrain_bench.bench.store import Store
+from pretrain_bench.config import BenchConfig
+
+# Record kind -> what the worker runs; every other kind (throughput, probe, validate) is our loop's throughput mode.
+WORKER_MODES = {"target": "target", "profile": "profile", "peer": "hf-trainer"}
+
+
+def is_final(r: dict) -> bool:
+    return r["status"] == "ok" or (r["kind"] == "probe" and r["status"] == "oom")
+
+
+@dataclass
+class Runner:
+    store: Store
+    force: bool = False
+    group: str | None = None  # experiment-tracker group (a sweep cell)
+    versions: dict = field(default_factory=record.library_versions)
+    _skus: dict = field(default_factory=dict)
+
+    def gpu_sku(self, cfg: BenchConfig) -> str:
+        """The machine's GPU, checked against the config once per hardware layout (before any worker starts)."""
+        name = cfg.hardware.name
+        if name not in self._skus:
+            self._skus[name] = launch.detect_gpu(cfg)
+        return self._skus[name]
+
+    def key(self, cfg: BenchConfig) -> str:
+        return record.cell_key(cfg, self.versions, self.gpu_sku(cfg))
+
+    def with_corpus(self, cfg: BenchConfig) -> tuple[BenchConfig, Path | None]:
+        """For real text: tokenize and pack once, here (workers only memory-map), and size the model's vocabulary
+        to the tokenizer's (rounded up to a multiple of 64), so that FLOPs and records describe the model trained."""
+        if cfg.data.source == "synthetic":
+            return cfg, None
+        from pretrain_bench.data import corpus
+
+        # The split and tokenizer are fixed (seed 0) so that every seed and method is judged on the same validation
+        # set; cfg.seed still sets initial weights and batch order.
+        path = corpus.prepare(cfg.data, cfg.model.seq_len, seed=0)
+        vocab = -(-corpus.PackedCorpus.open(path).vocab_size // 64) * 64
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab)), path
+
+    def cached(self, cfg: BenchConfig, kind: str = "throughput") -> dict | None:
+        return self._final_record(self.with_corpus(cfg)[0], kind)
+
+    def _final_record(self, resolved: BenchConfig, kind: str) -> dict | None:
+        prior = self.store.latest().get((self.key(resolved), kind))
+        return prior if prior and is_final(prior) and not self.force else None
+
+    def measure(self, cfg: BenchConfig, kind: str = "throughput") -> dict:
+        cfg, corpus_path = self.with_corpus(cfg)
+        if prior := self._final_record(cfg, kind):
+            return prior
+        key = self.key(cfg)
+        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=WORKER_MODES.get(kind, "throughput"),
+                                  corpus=corpus_path)
+        measured_env = (outcome.measurement or {}).get("env", {})
+        env = {**self.versions, "gpu_sku": self.gpu_sku(cfg), "hostname": socket.gethostname(), **measured_env}
+        result = record.make_record(cfg, key, outcome.status, outcome.error, outcome.measurement, env, kind=kind,
+                                    failed_step=outcome.failed_step)
+        self.store.append(result)
+        if cfg.logger == "wandb":
+            tracking.log_record(result, group=self.group)
+        return result

@@ -1,0 +1,185 @@
+"""Sweeps: a grid of (model, hardware) cells, each one method search, launched through Hydra's launchers.
+
+The grid comes from Hydra multirun syntax (`model=a,b hardware=x,y`) and/or a preset in `configs/sweep/`. Every cell
+is validated before anything is launched. Each cell has a status file (`<store>/status/<cell>.json`: pending,
+running, done, failed), so re-running a sweep launches only the cells that are not done: Hydra itself cannot resume a
+multirun. Cells are launched as one Hydra multirun per hardware layout (`python -m pretrain_bench.bench.sweep_app -m
+cell=…`), so a SLURM job array gets the nodes and GPUs of its layout, and a job that dies affects one cell.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pretrain_bench import config
+from pretrain_bench.bench import search
+from pretrain_bench.bench.store import Store
+from pretrain_bench.config.options import split_list
+
+STATES = ("pending", "running", "done", "failed")
+CPUS_PER_GPU = 8  # default SLURM cpus_per_task per GPU of the cell
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    model: str
+    hardware: str
+    methods: str
+    overrides: tuple[str, ...]  # everything that recreates the cell's search
+    strategies: tuple[str, ...] = ()  # restrict the search to these strategies (empty: all)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} on {self.hardware} ({self.methods})"
+
+
+def _split(overrides: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    """(cell overrides, Hydra launcher overrides, sweep options `sweep=`, `methods=` and `strategies=`)."""
+    cell, launcher, options = [], [], {}
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if key.startswith(("hydra/", "hydra.")):
+            launcher.append(o)
+        elif key in ("sweep", "methods", "strategies"):
+            options[key] = o.split("=", 1)[1]
+        else:
+            cell.append(o)
+    return cell, launcher, options
+
+
+def _preset(name: str) -> dict:
+    path = config.CONFIG_DIR / "sweep" / f"{name}.yaml"
+    if not path.exists():
+        raise config.ConfigError("sweep", f"no preset {name!r}; allowed values: {', '.join(config.options('sweep'))}")
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def expand(overrides: list[str]) -> tuple[list[Cell], list[str]]:
+    """The sweep's cells (validated) and the launcher overrides, from multirun-style command-line overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cell_overrides, launcher, options = _split(overrides)
+    preset = _preset(options["sweep"]) if "sweep" in options else {}
+    methods = options.get("methods", preset.get("methods", "free-lunch"))
+    grid = [f"model={','.join(preset['models'])}"] if "models" in preset else []
+    grid += [f"hardware={','.join(preset['hardware'])}"] if "hardware" in preset else []
+    parsed = OverridesParser.create().parse_overrides([*grid, *preset.get("overrides", []), *cell_overrides])
+    axes = {}
+    for o in parsed:  # later overrides of the same key win, as in Hydra
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        axes[o.get_key_element()] = [f"{o.get_key_element()}={v}" for v in values]
+    strategies = tuple(split_list(options["strategies"])) if "strategies" in options else ()
+    cells = []
+    for combo in itertools.product(*axes.values()):
+        base = search.base_config(list(combo))  # fails here, before any launch, on bad input
+        search.candidates(base, methods, list(strategies))  # so do unknown methods or strategies
+        digest = hashlib.sha1(json.dumps([sorted(combo), methods, strategies]).encode()).hexdigest()[:12]
+        cells.append(Cell(digest, base.model.name, base.hardware.name, methods, tuple(combo), strategies))
+    return cells, launcher
+
+
+# --- status files (one per cell, written atomically) -------------------------------------------------------------
+
+def status_path(store: Store, cell_id: str) -> Path:
+    return store.root / "status" / f"{cell_id}.json"
+
+
+def write_status(store: Store, cell: Cell, state: str, **extra) -> None:
+    path = status_path(store, cell.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"cell": asdict(cell), "state": state, "updated": time.time(), "host": socket.gethostname(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **extra}
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def read_status(store: Store, cell_id: str) -> dict | None:
+    path = status_path(store, cell_id)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def missing(store: Store, cells: list[Cell]) -> list[Cell]:
+    return [c for c in cells if (read_status(store, c.id) or {}).get("state") != "done"]
+
+
+# --- launching -----------------------------------------------------------------------------------------------------
+
+def write_plan(store: Store, cells: list[Cell]) -> Path:
+    sweep_id = hashlib.sha1("".join(sorted(c.id for c in cells)).encode()).hexdigest()[:10]
+    path = store.root / "sweeps" / sweep_id / "plan.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"store": str(store.root.resolve()), "cells": {c.id: asdict(c) for c in cells}},
+                               indent=2))
+    return path
+
+
+def launcher_name(launcher: list[str]) -> str:
+    chosen = [o.split("=", 1)[1] for o in launcher if o.startswith("hydra/launcher=")]
+    return chosen[-1] if chosen else "basic"
+
+
+def slurm_overrides(hw: config.HardwareConfig) -> list[str]:
+    """Resources of one cell's job, from its hardware: every node runs one task, which starts torchrun."""
+    return [f"hydra.launcher.nodes={hw.nodes}", f"hydra.launcher.gpus_per_node={hw.gpus_per_node}",
+            "hydra.launcher.tasks_per_node=1", f"hydra.launcher.cpus_per_task={CPUS_PER_GPU * hw.gpus_per_node}"]
+
+
+def hydra_commands(store: Store, cells: list[Cell], launcher: list[str]) -> list[list[str]]:
+    """One Hydra multirun per hardware layout; user launcher overrides come last, so they win."""
+    plan = write_plan(store, cells)
+    commands = []
+    for hardware, group in itertools.groupby(sorted(cells, key=lambda c: c.hardware), key=lambda c: c.hardware):
+        group = list(group)
+        hw = search.base_config(list(group[0].overrides)).hardware
+        resources = slurm_overrides(hw) if "slurm" in launcher_name(launcher) else []
+        commands.append([sys.executable, "-m", "pretrain_bench.bench.sweep_app", "-m", f"plan={plan}",
+                         f"cell={','.join(c.id for c in group)}",
+                         f"hydra.sweep.dir={plan.parent / 'hydra' / hardware}", *resources, *launcher])
+    return commands
+
+
+def launch(store: Store, cells: list[Cell], launcher: list[str], log) -> list[subprocess.Popen]:
+    """Start the Hydra multiruns (they run concurrently only when the launcher submits to a cluster)."""
+    for cell in cells:
+        if read_status(store, cell.id) is None:
+            write_status(store, cell, "pending")
+    procs = []
+    try:
+        for cmd in hydra_commands(store, cells, launcher):
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            if launcher_name(launcher) in ("basic", "submitit_local"):
+                procs[-1].wait()  # local launchers share this machine's devices: one layout at a time
+        for proc in procs:
+            proc.wait()
+    finally:  # interrupted (SIGINT, or SIGTERM turned into SystemExit): stop the jobs, which stop their ranks
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+    return procs
+
+
+def summary(store: Store, cells: list[Cell]) -> dict[str, list[dict]]:
+    """Cells by state (`missing` for a cell without a status file), with the latest status of each."""
+    by_state: dict[str, list[dict]] = {s: [] for s in (*STATES, "missing")}
+    for cell in cells:
+        status = read_status(store, cell.id) or {"cell": asdict(cell), "state": "missing"}
+        by_state[status["state"]].append(status)
+    return by_state

@@ -1,0 +1,62 @@
+"""Commands that read a store: `table`, `export`, `plot`, `reproduce`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pretrain_bench import config
+from pretrain_bench.analysis import export, plot, record, report, reproduce
+from pretrain_bench.bench.store import Store
+from pretrain_bench.cli.common import summary
+
+
+def cmd_table(store: str, fmt: str) -> int:
+    records = list(Store(store).latest().values())
+    if not records:
+        print(f"no records in {store}", file=sys.stderr)
+        return 1
+    print(report.table(records, fmt), end="")
+    return 0
+
+
+def cmd_export(overrides: list[str], store_dir: str, to: str, out_dir: str) -> int:
+    """Write the best measured method for a model and hardware as a ready-to-use training config."""
+    names = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("model", "hardware"))
+    if set(names) != {"model", "hardware"}:
+        raise config.ConfigError("overrides", "export needs model=<name> hardware=<name>, e.g. model=pythia-1b "
+                                              "hardware=1xh100")
+    best = record.best_record(list(Store(store_dir).latest().values()), names["model"], names["hardware"])
+    if best is None:
+        print(f"no valid measurement of {names['model']} on {names['hardware']} in {store_dir}: run "
+              f"`pretrain-bench search model={names['model']} hardware={names['hardware']}` first", file=sys.stderr)
+        return 1
+    try:
+        path = export.write_export(best, to, out_dir)
+    except ValueError as e:  # e.g. a DeepSpeed config for a method that is not DeepSpeed
+        raise config.ConfigError("--to", str(e)) from None
+    print(f"{summary(best)}\nwritten: {path}\nlaunch: {export.launch_command(best, to)}")
+    return 0
+
+
+def cmd_plot(store_dir: str, out_dir: str) -> int:
+    """Days vs GPU count, trick speed-ups over naive, memory vs micro-batch: each PNG that the records allow."""
+    records = list(Store(store_dir).latest().values())
+    written = 0
+    for name, draw in (("days_vs_gpus", plot.days_vs_gpus), ("trick_speedups", plot.trick_speedups),
+                       ("memory_vs_micro_batch", plot.memory_vs_micro_batch)):
+        try:
+            print(f"written: {draw(records, Path(out_dir) / f'{name}.png')}")
+            written += 1
+        except ValueError as e:
+            print(f"skipped {name}: {e}", file=sys.stderr)
+    return 0 if written else 1
+
+
+def cmd_reproduce(store_dir: str, claims_path: str) -> int:
+    """Published claims: the MFU they imply, a verdict, and our measured (or peak-scaled) figure beside them."""
+    records = list(Store(store_dir).latest().values())
+    print(reproduce.render(reproduce.rows(reproduce.load_claims(claims_path), records)), end="")
+    print("\nStep time as measured (honest) and as the reference harness would read it (legacy), same steps:\n")
+    print(report.timing_table(records), end="")
+    return 0

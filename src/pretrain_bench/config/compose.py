@@ -1,0 +1,91 @@
+"""Hydra composition: `configs/bench.yaml` plus overrides into a validated `BenchConfig`, with Hydra's errors
+rewritten into one `ConfigError` that names the key and lists what is allowed."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+
+from omegaconf import OmegaConf
+
+from pretrain_bench.config.schema import (
+    BenchConfig,
+    ConfigError,
+    DataConfig,
+    HardwareConfig,
+    ModelConfig,
+    PeersConfig,
+    RecipeConfig,
+    StrategyConfig,
+    TargetConfig,
+    TricksConfig,
+)
+from pretrain_bench.config.validate import validate
+from pretrain_bench.spec.paths import CONFIG_DIR
+
+
+def _register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="bench_schema", node=BenchConfig)
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
+    """Compose `configs/bench.yaml` with Hydra overrides into a validated BenchConfig (no output folders)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register_schema()
+    for o in overrides:
+        if o.startswith("+") and not o.lstrip("+").startswith("env."):
+            key = o.lstrip("+").split("=", 1)[0] or "overrides"
+            raise ConfigError(key, f"'+' adds a key, and the schema is closed: only worker environment variables "
+                                   f"can be added (+env.NAME=value). Allowed keys: {', '.join(_schema_keys(''))}")
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a sweep job) on the same config dir
+            node = hydra_compose(config_name="bench", overrides=list(overrides))
+        else:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                node = hydra_compose(config_name="bench", overrides=list(overrides))
+        cfg = OmegaConf.to_object(node)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_key_of(e), _hydra_message(e)) from None
+    except ValueError as e:  # Hydra's own ValueErrors, e.g. a group given a number instead of a config name
+        raise ConfigError("overrides", f"{e}; a config group takes a config name, e.g. model=pythia-160m") from None
+    validate(cfg)
+    return cfg
+
+
+def _key_of(e: Exception) -> str:
+    text = str(e)
+    for pattern in (r"Could not find '([\w-]+)/", r"override '([\w.]+)'", r"override ([\w.]+)=", r"Key '(\w+)'"):
+        if found := re.search(pattern, text):
+            return found.group(1)
+    return str(getattr(e, "full_key", "") or "overrides")
+
+
+def _hydra_message(e: Exception) -> str:
+    """Hydra's own words (which already list a group's options), without search paths and object dumps."""
+    parts = [str(e)] + ([str(e.__cause__)] if e.__cause__ else [])
+    text = " ".join(p.split("Config search path")[0].split("full_key:")[0] for p in parts)
+    message = re.sub(r"To append to your config use \S+ ", "", " ".join(text.split()))
+    if found := re.search(r"override '([\w.]+)'", message):
+        parent = found.group(1).rsplit(".", 1)[0] if "." in found.group(1) else ""
+        message += f" Allowed keys{' under ' + parent if parent else ''}: {', '.join(_schema_keys(parent))}."
+    return message
+
+
+def _schema_keys(path: str) -> list[str]:
+    nodes = {"": BenchConfig, "model": ModelConfig, "model.recipe": RecipeConfig, "hardware": HardwareConfig,
+             "strategy": StrategyConfig, "tricks": TricksConfig, "data": DataConfig,
+             "target": TargetConfig, "peers": PeersConfig}
+    return [f.name for f in fields(nodes[path])] if path in nodes else []
+
+
+def options(group: str) -> list[str]:
+    """The config names available in a group (e.g. every model), from the YAML files."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))

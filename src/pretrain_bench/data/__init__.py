@@ -1,0 +1,1 @@
+"""Real text, prepared once in the launching process: documents, tokenizer, packed token files. No torch."""

@@ -1,5 +1,0 @@
-"""One process on one device, no wrapper: the reference every distributed backend must match."""
-
-from pretrain_bench.strategies.base import TorchStrategy
-
-STRATEGY = TorchStrategy

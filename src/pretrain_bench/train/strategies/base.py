@@ -1,0 +1,109 @@
+"""The small interface every backend implements, and the shared logic of the plain-PyTorch backends.
+
+The training loop calls only: `wrap` once, then per micro-batch `autocast` + `micro_batch(is_last)` around forward
+and `backward`, and per optimizer step `step`. Whatever a backend needs beyond that stays inside its file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pretrain_bench.config import BenchConfig
+from pretrain_bench.train import tricks
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int
+    local_rank: int
+    world: int
+
+    @property
+    def dist_backend(self) -> str:
+        return "nccl" if self.device.type == "cuda" else "gloo"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    grad_norm: float  # before clipping
+    skipped: bool  # fp16 loss scaling found inf/nan and skipped the update
+
+
+class Strategy:
+    """Base class. `compiles_blocks` False means the backend compiles the model itself (DeepSpeed's engine)."""
+
+    compiles_blocks = True
+
+    def __init__(self, cfg: BenchConfig, rt: Runtime):
+        self.cfg, self.rt = cfg, rt
+        self.dtype = tricks.DTYPES[cfg.precision]
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def micro_batch(self, is_last: bool) -> contextlib.AbstractContextManager:
+        """Context around one micro-batch's forward and backward; gradient sync only on the last one."""
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, n_micro: int, is_last: bool) -> None:
+        raise NotImplementedError
+
+    def step(self) -> StepResult:
+        raise NotImplementedError
+
+
+class TorchStrategy(Strategy):
+    """single, DDP and FSDP2: torch AdamW, LambdaLR, clip_grad_norm_, GradScaler for fp16, autocast for mixed."""
+
+    uses_autocast = True  # FSDP2 casts through its MixedPrecisionPolicy instead
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        self.module = self.parallelize(model)
+        recipe = self.cfg.model.recipe
+        self.optimizer = tricks.make_optimizer(self.module, recipe, fused=self.cfg.tricks.fused_adamw)
+        self.scheduler = tricks.make_scheduler(self.optimizer, recipe)
+        self.scaler = self.make_scaler() if self.dtype == torch.float16 else None
+        return self.module
+
+    def parallelize(self, model: nn.Module) -> nn.Module:
+        """Move the (CPU-built) model to the device and wrap it; FSDP2 overrides this to shard before moving."""
+        return model.to(self.rt.device)
+
+    def make_scaler(self):
+        return torch.amp.GradScaler(self.rt.device.type)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.uses_autocast and self.dtype != torch.float32:
+            return torch.autocast(self.rt.device.type, dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, n_micro: int, is_last: bool) -> None:
+        loss = loss / n_micro
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self) -> StepResult:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.model.recipe.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip if clip > 0 else math.inf)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        skipped = False
+        if self.scaler:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            skipped = self.scaler.get_scale() < scale
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return StepResult(grad_norm=float(norm), skipped=skipped)

@@ -1,0 +1,61 @@
+"""DeepSpeed ZeRO stages 1-3, with optional CPU offload of optimizer state and parameters.
+
+DeepSpeed owns accumulation (it scales the loss by 1/accumulation and steps only at the boundary), clipping, loss
+scaling and mixed precision (its bf16/fp16 modes), so this class mostly forwards to the engine.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pretrain_bench.spec.deepspeed_json import deepspeed_config, uses_cpu_adam
+from pretrain_bench.train import speedups, tricks
+from pretrain_bench.train.strategies.base import StepResult, Strategy
+
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class DeepSpeedStrategy(Strategy):
+    compiles_blocks = False  # the engine compiles the model itself (engine.compile), which ZeRO-3 hooks need
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=self.rt.dist_backend)  # adopts the process group already up
+        recipe = self.cfg.model.recipe
+        config = deepspeed_config(self.cfg, pin_memory=self.rt.device.type == "cuda")
+        cpu_adam = uses_cpu_adam(self.cfg)  # else our torch AdamW, also for offloaded state on the `cpu` hardware
+        optimizer = None if cpu_adam else tricks.make_optimizer(model, recipe, fused=self.cfg.tricks.fused_adamw)
+        params = tricks.param_groups(model, recipe.weight_decay) if cpu_adam else None
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, model_parameters=params, config=config,
+            lr_scheduler=lambda opt: tricks.make_scheduler(opt, recipe))
+        if self.cfg.precision in HALF:
+            model.register_forward_pre_hook(self._inputs_in_weight_dtype, with_kwargs=True)
+        if self.cfg.tricks.compile:
+            self.engine.compile(compile_kwargs=speedups.compile_kwargs(self.cfg.tricks))
+        self._skipped = self.engine.skipped_steps
+        return self.engine
+
+    def _inputs_in_weight_dtype(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """DeepSpeed's bf16/fp16 modes hold the weights themselves in half precision (no autocast), and cast inputs
+        only for fp16 with `auto_cast`; a model that does not cast its float inputs (HF ConvNeXt's pixel_values)
+        would then fail on fp32 images. Cast float inputs as the HF Trainer does under DeepSpeed (`_prepare_input`)."""
+        dtype = HALF[self.cfg.precision]
+        return args, {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()}
+
+    def backward(self, loss, n_micro: int, is_last: bool) -> None:
+        self.engine.backward(loss)
+        if not is_last:
+            self.engine.step()  # not at the accumulation boundary: DeepSpeed only advances its micro-step count
+
+    def step(self) -> StepResult:
+        self.engine.step()
+        skipped = self.engine.skipped_steps > self._skipped
+        self._skipped = self.engine.skipped_steps
+        norm = self.engine.get_global_grad_norm()
+        return StepResult(grad_norm=float(norm) if norm is not None else float("nan"), skipped=skipped)
+
+
+STRATEGY = DeepSpeedStrategy
