@@ -157,3 +157,36 @@ def test_the_model_runs_without_torch():
             "print(reference.report(c, s)[-1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("predict-check:")
+
+
+def test_search_starts_at_the_predicted_size_and_prunes_the_predicted_slow():
+    from test_search import BASE, FakeRunner
+
+    from pretrain_bench.bench import search
+
+    base = search.base_config(BASE)
+    kept, pruned = search.candidates(base, "free-lunch", ["ddp", "zero2", "zero3-offload"])
+    limits = {(s, ac, every, flce): 16 for s in ("ddp", "zero2", "zero3-offload") for ac, every, flce in search.RUNGS}
+    runner = FakeRunner(limits, dict.fromkeys(limits, 1.0), rungs=True)
+    searcher = search.Search(runner, BASE, base, prune="predicted")
+    kept, slow = searcher.predicted(kept)
+    assert all(o.reason.startswith("R9") for o in slow) and all(g.micro_batch == 16 for g in searcher.guesses.values())
+    result = searcher.run(kept, pruned + slow)
+    measured = [o for o in result.outcomes if o.status == "measured"]
+    assert measured and all(o.probes == 1 for o in measured)  # the predicted size is the largest: one probe
+    with pytest.raises(config.ConfigError, match="search.prune"):
+        search.Search(runner, BASE, base, prune="some")
+
+
+def test_a_wrong_guess_costs_one_more_probe():
+    from test_search import BASE, FakeRunner
+
+    from pretrain_bench.bench import search
+
+    base = search.base_config(BASE)
+    ddp = search.Method("ddp", "free-lunch", False, 1, False, "gpt_neox")
+    runner = FakeRunner({("ddp", False): 4}, {("ddp", False): 1.0})
+    searcher = search.Search(runner, BASE, base)
+    sizes = search.micro_batches(base)  # 1, 2, 4, 8, 16
+    assert searcher.largest_fitting(ddp, sizes, 0, guess=4)[:2] == (4, 2)  # 4 fits, 8 does not
+    assert searcher.largest_fitting(ddp, sizes, 0, guess=8)[:2] == (4, 2)  # 8 does not, 4 fits
