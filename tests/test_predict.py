@@ -190,3 +190,13 @@ def test_a_wrong_guess_costs_one_more_probe():
     sizes = search.micro_batches(base)  # 1, 2, 4, 8, 16
     assert searcher.largest_fitting(ddp, sizes, 0, guess=4)[:2] == (4, 2)  # 4 fits, 8 does not
     assert searcher.largest_fitting(ddp, sizes, 0, guess=8)[:2] == (4, 2)  # 8 does not, 4 fits
+
+
+def test_records_carry_the_prediction_and_the_table_shows_the_ratio(tmp_path):
+    from pretrain_bench.analysis import report
+
+    cfg = config.compose(["model=pythia-160m", "hardware=1xh100", "tricks=free-lunch", f"store={tmp_path}"])
+    predicted = records.predict_step(from_config(cfg), efficiency.for_gpu(gpus.gpu("h100"))).step_s
+    r = measured(cfg, 2 * predicted)
+    assert r["prediction"]["ratio"] == pytest.approx(2.0) and not r["prediction"]["flagged"]  # not calibrated
+    assert "2.00 (uncal.)" in report.table([r])
