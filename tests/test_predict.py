@@ -200,3 +200,14 @@ def test_records_carry_the_prediction_and_the_table_shows_the_ratio(tmp_path):
     r = measured(cfg, 2 * predicted)
     assert r["prediction"]["ratio"] == pytest.approx(2.0) and not r["prediction"]["flagged"]  # not calibrated
     assert "2.00 (uncal.)" in report.table([r])
+
+
+def test_reproduce_puts_our_predicted_days_beside_each_claim():
+    from pretrain_bench.analysis import reproduce
+
+    claims = {c.id: c for c in reproduce.load_claims(REFERENCE / "claims.csv")}
+    p = reproduce.predicted(claims["kh24-1b-4xh100"])
+    assert p.low < p.days < p.high and p.method
+    line = next(x for x in reproduce.render([(reproduce.assess(claims["kh24-1b-4xh100"]), None)]).splitlines()
+                if x.startswith("| kh24"))
+    assert f"{p.days:.1f} d" in line and f"{p.days / 8:.2f}× faster than predicted" in line
