@@ -250,7 +250,7 @@ def _our_figure(comparison: Comparison | None) -> tuple[str, str]:
 def render(rows: Sequence[tuple[Assessment, Comparison | None]]) -> str:
     """Markdown table of assessed claims, with our figure where one was measured (None: not measured)."""
     lines = ["| claim | model | hardware | claimed days | implied MFU | verdict | our figure | ratio (claim/ours) "
-             "| our prediction (interval), best method | claim vs prediction |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| our prediction (interval), best method | claim vs prediction |", "|---" * 10 + "|"]
     for a, comparison in rows:
         c = a.claim
         figure, ratio = _our_figure(comparison)
