@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pretrain_bench.analysis.perf.compute import recompute_fraction
-from pretrain_bench.analysis.perf.workload import Workload, block_gemms
+from pretrain_bench.analysis.perf.workload import Workload
 
 GIB = 2**30
 CONTEXT_BYTES = 0.6 * GIB  # CUDA context, kernels and cuBLAS handles of one process (CPU: the interpreter, torch)
@@ -60,21 +60,43 @@ def state_bytes(w: Workload) -> float:
     return weights + grads + optimizer + buckets
 
 
-def block_bytes_per_token(w: Workload) -> float:
-    """Bytes autograd saves per token in one block (see the module docstring)."""
+def _residual_bytes(w: Workload) -> int:
+    return 4  # the residual stream: fp32 parameters' outputs, and norms run in fp32 under autocast
+
+
+# Hidden-sized tensors the attention keeps per token, with the output projection's input, read from what autograd
+# saves in transformers' blocks: fused kernels keep Q, K, V and the output (GPT-NeoX also its rotated Q and K beside
+# the fused QKV buffer, and a copy for the dense layer); eager attention keeps per-head copies of Q, K and V (Llama's
+# K and V repeated to every head) and the output projection's input.
+FUSED_ATTENTION_TENSORS = {"gpt_neox": 7, "gpt2": 4, "roberta": 4, "vit": 4}
+MLP_TENSORS = {"llama": 4, "gpt_neox": 2}  # of the MLP width: SwiGLU keeps gate, up, SiLU and product; GELU 2
+GELU_TANH_TENSORS = 5  # GPT-2's tanh GELU written out in elementwise ops (2 once compiled)
+
+
+def _attention_bytes_per_token(w: Workload) -> float:
     m = w.model
-    h, f = m.hidden_size, m.ffn_size
+    h, a = m.hidden_size, w.act_bytes
     kv = (m.num_kv_heads or m.num_heads) * (h // m.num_heads)
-    a = w.act_bytes
-    residual = 4 if w.precision != "fp32" or a == 4 else a  # norms run in fp32 under autocast
-    mlp = 4 * f if block_gemms(m)[2].n == 2 * f else 2 * f
-    saved = 2 * residual * h + a * (2 * h + h + 2 * kv + h + mlp)
-    t = w.tokens
-    if w.attention == "eager":
-        saved += m.num_heads * t * (4 + a if w.precision != "fp32" else 2 * a)
-    else:
-        saved += m.num_heads * 4  # log-sum-exp
-    return saved
+    if w.attention == "eager":  # + the probabilities: fp32 softmax output and its low-precision copy under autocast
+        probs = m.num_heads * w.tokens * (4 + a if w.precision != "fp32" else a)
+        return 4 * h * a + probs
+    lse = 4 * m.num_heads
+    if m.family == "llama":
+        return (2 * h + 2 * kv) * a + lse
+    return FUSED_ATTENTION_TENSORS[m.family] * h * a + lse
+
+
+def block_bytes_per_token(w: Workload) -> float:
+    """Bytes autograd saves per token in one block: residual inputs (one under GPT-NeoX's parallel residual), the
+    norms' outputs (RMSNorm also its fp32 normalised input), the attention's tensors and the MLP's."""
+    m = w.model
+    h, a = m.hidden_size, w.act_bytes
+    residuals = 1 if m.family == "gpt_neox" and m.parallel_residual else 2
+    saved = residuals * _residual_bytes(w) * h + 2 * a * h
+    if m.family == "llama":
+        saved += 2 * 4 * h
+    mlp = GELU_TANH_TENSORS if m.family == "gpt2" and not w.compile else MLP_TENSORS.get(m.family, 2)
+    return saved + _attention_bytes_per_token(w) + mlp * m.ffn_size * a
 
 
 def activation_bytes(w: Workload) -> float:
@@ -88,11 +110,35 @@ def activation_bytes(w: Workload) -> float:
     return (m.num_layers - checkpointed) * block + checkpointed * residual_in + block  # + one block rebuilt
 
 
+def head_saved_bytes(w: Workload) -> float:
+    """What autograd keeps for the head and loss: the final norm's input, the head's input and the fp32
+    log-softmax; fused CE keeps instead the gradients it computed in the forward (hidden-sized, and one fp32
+    head-weight gradient)."""
+    m, tokens = w.model, w.tokens_per_micro_batch
+    final = tokens * m.hidden_size * (_residual_bytes(w) + w.act_bytes + (4 if m.family == "llama" else 0))
+    if m.is_vision:
+        return final
+    if w.fused_ce:
+        return final + tokens * m.hidden_size * w.act_bytes + m.vocab_size * m.hidden_size * 4
+    return final + tokens * m.vocab_size * 4
+
+
+def saved_bytes(w: Workload) -> float:
+    """All tensors autograd saves in one forward, outside checkpointed blocks (what saved_tensors_hooks see)."""
+    stored = w.model.num_layers - round(recompute_fraction(w) * w.model.num_layers)
+    return stored * block_bytes_per_token(w) * w.tokens_per_micro_batch + head_saved_bytes(w)
+
+
 def logits_bytes(w: Workload) -> float:
-    if w.model.is_vision or w.fused_ce:
+    """The head's share of the peak: logits, their fp32 softmax and gradients (fused CE: its saved gradients and
+    one chunk's logits, about hidden-sized)."""
+    m, tokens = w.model, w.tokens_per_micro_batch
+    if m.is_vision:
         return 0.0
+    if w.fused_ce:
+        return tokens * m.hidden_size * (w.act_bytes + 4) + m.vocab_size * m.hidden_size * 4
     per_logit = HEAD_BYTES_PER_LOGIT["fp32" if w.precision == "fp32" else "mixed"]
-    return w.tokens_per_micro_batch * w.model.vocab_size * per_logit
+    return tokens * m.vocab_size * per_logit
 
 
 def peak(w: Workload) -> Memory:
