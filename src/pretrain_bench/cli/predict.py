@@ -27,6 +27,10 @@ def _money(value: float | None) -> str:
     return "n/a" if value is None else f"${value:,.0f}"
 
 
+def _capacity(cap: float) -> str:
+    return "unknown size" if cap == float("inf") else f"{cap / GIB:.0f} GiB"
+
+
 def describe(a: plan.Answer) -> list[str]:
     w, s = a.workload, a.step
     low, high = s.interval_s
@@ -40,7 +44,7 @@ def describe(a: plan.Answer) -> list[str]:
         f"{s.compute.memory_s:.3f}, recompute {s.compute.recompute_s:.3f} per micro-batch), exposed communication "
         f"{s.comm_exposed_s:.3f} s, optimizer {s.optimizer_s:.3f} s",
         f"{s.units_per_s:,.0f} {unit}s/s ({s.units_per_s_per_gpu:,.0f} per GPU), MFU {mfu}",
-        f"peak memory {a.peak_bytes / GIB:.1f} GiB of {a.capacity_bytes / GIB:.0f} GiB: "
+        f"peak memory {a.peak_bytes / GIB:.1f} GiB of {_capacity(a.capacity_bytes)}: "
         f"{'fits' if a.fits else 'does NOT fit'}",
         f"recipe ({a.recipe_steps:,} steps): {a.days:,.2f} days ({d_low:,.2f}–{d_high:,.2f}), "
         f"{a.gpu_days:,.1f} GPU-days, cloud {_money(a.cost_cloud_usd)}, 5-yr purchase {_money(a.cost_purchase_usd)}"]

@@ -25,7 +25,7 @@ def guess(cfg: BenchConfig, sizes: list[int]) -> Guess | None:
     try:
         w = from_config(cfg)
         eff = efficiency.for_gpu(w.gpu, cfg.store)
-        cap = memory.capacity(w) if w.gpu.memory_gib else float("inf")
+        cap = memory.capacity(w)
         fitting = max((s for s in sizes if memory.peak(w.with_(micro_batch=s)).total <= cap), default=0)
         per_device = cfg.model.global_batch // w.world
         size = fitting or 1

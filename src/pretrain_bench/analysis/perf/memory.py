@@ -146,8 +146,9 @@ def peak(w: Workload) -> Memory:
 
 
 def capacity(w: Workload, memory_gib: float | None = None) -> float:
-    """Bytes one device offers: the catalogue's memory (or a budget, e.g. a CPU cap)."""
-    return (memory_gib if memory_gib is not None else w.gpu.memory_gib) * GIB
+    """Bytes one device offers: the catalogue's memory, or a budget (e.g. a CPU cap); unknown (a CPU): unlimited."""
+    gib = memory_gib if memory_gib is not None else w.gpu.memory_gib
+    return gib * GIB if gib else float("inf")
 
 
 def largest_micro_batch(w: Workload, memory_gib: float | None = None, limit: int = 4096) -> int:

@@ -91,7 +91,7 @@ def largest_fitting(w: Workload, per_device: int, memory_gib: float | None = Non
     if one > cap:
         return 0
     slope = two - one
-    limit = per_device if slope <= 0 else int((cap - one) / slope) + 1
+    limit = per_device if slope <= 0 or cap == float("inf") else int((cap - one) / slope) + 1
     return max(d for d in divisors(per_device) if d <= max(1, limit))
 
 
