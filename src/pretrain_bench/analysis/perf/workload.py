@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pretrain_bench.config import BenchConfig, ConfigError, ModelConfig, strategy_label
 from pretrain_bench.spec import gpus, models
@@ -72,16 +72,16 @@ class Workload:
         return self.strategy.startswith(("fsdp", "zero"))
 
     def with_(self, **changes) -> Workload:
-        from dataclasses import replace
-
         return replace(self, **changes)
 
 
 def from_config(cfg: BenchConfig) -> Workload:
-    """The workload a composed config runs."""
-    tr = cfg.tricks
+    """The workload a composed config runs (with the hardware config's price overrides, as `estimate` takes them)."""
+    tr, hw = cfg.tricks, cfg.hardware
+    gpu = gpus.gpu(hw.gpu)
+    prices = {k: getattr(hw, k) for k in ("price_per_hour", "purchase_price") if getattr(hw, k) is not None}
     return Workload(
-        model=cfg.model, gpu=gpus.gpu(cfg.hardware.gpu), gpus_per_node=cfg.hardware.gpus_per_node,
+        model=cfg.model, gpu=replace(gpu, **prices), gpus_per_node=cfg.hardware.gpus_per_node,
         nodes=cfg.hardware.nodes, strategy=strategy_label(cfg.strategy), precision=cfg.precision, tf32=tr.tf32,
         attention=tr.attention, compile=tr.compile, ac_every=tr.ac_every if tr.activation_checkpointing else 0,
         fused_ce=tr.fused_linear_ce, fused_adamw=tr.fused_adamw, micro_batch=cfg.micro_batch,
