@@ -212,3 +212,30 @@ def test_reproduce_puts_our_predicted_days_beside_each_claim():
     line = next(x for x in reproduce.render([(reproduce.assess(claims["kh24-1b-4xh100"]), None)]).splitlines()
                 if x.startswith("| kh24"))
     assert f"{p.days:.1f} d" in line and f"{p.days / 8:.2f}× faster than predicted" in line
+
+
+def test_where_memory_binds_the_prediction_saves_probes_and_keeps_the_winner():
+    """pythia-1b on one A100 40GB (per-device batch 1024, memory binds): a runner whose memory limits and speeds are
+    the model's own finds the same best method with fewer probes and full measurements when guided."""
+    from test_search import FakeRunner
+
+    from pretrain_bench.bench import search
+
+    overrides = ["model=pythia-1b", "hardware=1xa100-40gb"]
+    base = search.base_config(overrides)
+    kept, pruned = search.candidates(base, "free-lunch")
+    guides = search.Search(None, overrides, base, prune="predicted")
+    guides.predicted(kept)
+    key = {m: (m.strategy, m.ac, m.ac_every, m.flce) for m in kept}
+    limits = {key[m]: g.micro_batch for m, g in guides.guesses.items()}
+    speeds = {key[m]: 1 / (g.step_s * g.micro_batch) for m, g in guides.guesses.items()}
+    outcomes = {}
+    for mode in ("rules", "predicted"):
+        runner = FakeRunner(limits, speeds, rungs=True)
+        searcher = search.Search(runner, overrides, base, prune=mode)
+        todo, slow = searcher.predicted(kept)
+        result = searcher.run(todo, pruned + slow)
+        outcomes[mode] = (result.best.method, [c[0] for c in runner.calls])
+    assert outcomes["predicted"][0] == outcomes["rules"][0]
+    calls = {mode: (kinds.count("probe"), kinds.count("throughput")) for mode, (_, kinds) in outcomes.items()}
+    assert calls["predicted"][0] < calls["rules"][0] and calls["predicted"][1] <= calls["rules"][1]
