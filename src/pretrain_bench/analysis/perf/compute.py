@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pretrain_bench.analysis.perf import efficiency
 from pretrain_bench.analysis.perf.efficiency import Efficiency
 from pretrain_bench.analysis.perf.workload import Gemm, Workload, block_gemms, head_gemm
 
@@ -42,7 +43,7 @@ def _saturation(x: float, width: float) -> float:
 
 def gemm_seconds(g: Gemm, rows: int, w: Workload, eff: Efficiency) -> float:
     """Forward time of one weight matmul over `rows` token rows (backward: twice this, same shapes)."""
-    rate = eff.peak(w.gpu, w.peak_dtype) * eff.matmul
+    rate = efficiency.peak(w, eff) * eff.matmul
     rate *= _saturation(g.k, eff.width) * _saturation(g.n, eff.width) * _saturation(rows, eff.width)
     return 2.0 * rows * g.k * g.n / rate
 
@@ -53,13 +54,13 @@ def attention_seconds(w: Workload, eff: Efficiency) -> tuple[float, float]:
     flops = 4.0 * w.micro_batch * t * t * m.hidden_size  # full score matrix, forward
     head_dim = m.hidden_size // m.num_heads
     if w.attention != "eager":
-        rate = eff.peak(w.gpu, w.peak_dtype) * eff.attention * _saturation(head_dim, eff.width)
+        rate = efficiency.peak(w, eff) * eff.attention * _saturation(head_dim, eff.width)
         causal = 0.5 if not m.is_vision and m.family != "roberta" else 1.0
         fwd = flops * causal / rate
         return fwd, fwd * FUSED_ATTENTION_BACKWARD
-    rate = eff.peak(w.gpu, w.peak_dtype) * eff.matmul * _saturation(head_dim, eff.width) * _saturation(t, eff.width)
+    rate = efficiency.peak(w, eff) * eff.matmul * _saturation(head_dim, eff.width) * _saturation(t, eff.width)
     scores = w.micro_batch * m.num_heads * t * t * EAGER_SCORE_PASSES * w.act_bytes
-    mem = scores / (eff.bandwidth(w.gpu) * eff.memory)
+    mem = scores / (efficiency.bandwidth(w, eff) * eff.memory)
     return flops / rate + mem / 3, 2 * flops / rate + 2 * mem / 3
 
 
@@ -93,7 +94,7 @@ def micro_batch(w: Workload, eff: Efficiency) -> Compute:
     head = head_gemm(m)
     head_fwd = gemm_seconds(head, rows, w, eff) if head else 0.0
     att_fwd, att_bwd = attention_seconds(w, eff)
-    bandwidth = eff.bandwidth(w.gpu) * eff.memory
+    bandwidth = efficiency.bandwidth(w, eff) * eff.memory
     elementwise = elementwise_bytes_per_token(w) * rows / bandwidth
     memory = layers * elementwise + head_bytes_per_token(w) * rows / bandwidth
     share = recompute_fraction(w)

@@ -47,6 +47,16 @@ class Efficiency:
         return bw
 
 
+def peak(w, eff: Efficiency) -> float:
+    """FLOP/s one process of workload `w` gets at its compute dtype."""
+    return eff.peak(w.gpu, w.peak_dtype) / w.device_share
+
+
+def bandwidth(w, eff: Efficiency) -> float:
+    """Memory bytes/s one process of workload `w` gets."""
+    return eff.bandwidth(w.gpu) / w.device_share
+
+
 def read(path: Path) -> Efficiency:
     data = yaml.safe_load(path.read_text()) or {}
     known = {f.name for f in fields(Efficiency)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pretrain_bench.analysis.perf import comms, compute
+from pretrain_bench.analysis.perf import comms, compute, efficiency
 from pretrain_bench.analysis.perf.efficiency import Efficiency
 from pretrain_bench.analysis.perf.workload import Workload
 from pretrain_bench.spec import models
@@ -51,7 +51,7 @@ def local_params(w: Workload) -> float:
 
 def optimizer_seconds(w: Workload, eff: Efficiency) -> float:
     """The GPU's memory-bound per-step and per-micro-batch parameter work (the host's, under offload, is in comms)."""
-    bandwidth = eff.bandwidth(w.gpu) * eff.memory
+    bandwidth = efficiency.bandwidth(w, eff) * eff.memory
     local = local_params(w)
     per_step = 0.0 if "offload" in w.strategy else local * (ADAMW_BYTES[w.fused_adamw] + CLIP_BYTES)
     grads = w.params / w.world if w.strategy.startswith(("fsdp", "zero2", "zero3")) else w.params

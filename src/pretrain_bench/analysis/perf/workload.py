@@ -56,6 +56,11 @@ class Workload:
         return self.micro_batch * self.grad_accum * self.world * self.model.tokens_per_sample
 
     @property
+    def device_share(self) -> int:
+        """Processes sharing one device's FLOP/s and memory bandwidth: a CPU's processes share its cores."""
+        return self.gpus_per_node if self.gpu.arch == "cpu" else 1
+
+    @property
     def act_bytes(self) -> int:
         return 4 if self.precision == "fp32" else 2
 
