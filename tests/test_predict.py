@@ -91,6 +91,17 @@ def test_rows_it_cannot_express_say_why():
     assert reference.express(row) == (None, "GPU 'MI300X' not in the catalogue")
 
 
+def test_rows_from_other_sources_are_read_from_their_own_words():
+    row = {"tokens_per_s_per_gpu": "1000", "gpu_type": "A100-SXM4-80GB", "num_gpus": "16", "model": "x",
+           "parallelism": "DeepSpeed ZeRO stage 2 with CPU offload", "precision": "fp32 (TF32 matmuls)",
+           "framework": "Megatron-DeepSpeed, eager attention", "n_layers": "24", "d_model": "2048", "n_heads": "16",
+           "vocab": "50257", "seq_len": "2048", "global_batch_seqs": "512", "grad_accum": "4"}
+    w, why = reference.express(row)
+    assert why == "" and (w.strategy, w.precision, w.tf32, w.attention) == ("zero2-offload", "fp32", True, "eager")
+    assert (w.micro_batch, w.grad_accum, w.gpus_per_node, w.nodes) == (8, 4, 8, 2)  # 512 / (16 × 4)
+    assert reference.express({**row, "global_batch_seqs": ""}) == (None, "micro-batch not given")
+
+
 def test_memory_check_finds_the_largest_batch_within_15_percent():
     lines = memcheck.report(REFERENCE / "languini_batch_sweep.csv")
     found = re.fullmatch(r"memory-check: (\d+) configs, largest batch within 15 % on (\d+) %", lines[-1])

@@ -54,6 +54,10 @@ def gpu_key(gpu_type: str) -> str | None:
     return next((key for pattern, key in GPU_TYPES if re.search(pattern, gpu_type, re.IGNORECASE)), None)
 
 
+def _cell(row: dict, column: str) -> str:
+    return (row.get(column) or "").strip()
+
+
 def _checkpointing(text: str) -> tuple[int, bool]:
     """(ac_every, selective) from the row's activation-checkpointing cell."""
     t = text.lower()
@@ -67,14 +71,16 @@ def _checkpointing(text: str) -> tuple[int, bool]:
 def _parallel_layout(row: dict) -> tuple[str | None, str]:
     """(strategy, reason skipped)."""
     for col in ("tp", "pp", "cp", "ep"):
-        if (_number(row[col]) or 1) > 1:
+        if (_number(_cell(row, col)) or 1) > 1:
             return None, f"{col.upper()} > 1 (tensor/pipeline/context/expert parallelism not modelled)"
-    par = row["parallelism"]
+    par = _cell(row, "parallelism")
     if re.search(r"\b(TP|PP|CP|EP)\s*\d", par) or "model-parallel size" in par:
         return None, "tensor/pipeline parallelism not modelled"
+    if zero := re.search(r"zero[-_ ]?(?:stage[-_ ]?)?([123])", par, re.IGNORECASE):
+        return f"zero{zero.group(1)}" + ("-offload" if "offload" in par.lower() else ""), ""
     if "SHARD_GRAD_OP" in par:
         return "fsdp-grad-op", ""
-    if "FSDP" in par:
+    if "FSDP" in par or "HSDP" in par:
         return "fsdp", ""
     if "single" in par.lower():
         return "single", ""
@@ -83,47 +89,75 @@ def _parallel_layout(row: dict) -> tuple[str | None, str]:
     return None, f"parallelism {par!r} not recognised"
 
 
+def _precision(text: str) -> tuple[str, bool]:
+    """(compute precision, TF32) from the precision and framework cells; mixed bf16 when only 'amp' is said."""
+    t = text.lower()
+    if re.search(r"fp16|float16|half", t):
+        return "fp16", False
+    if re.search(r"bf16|bfloat16", t) or not re.search(r"fp32|float32|tf32", t):
+        return "bf16", False
+    return "fp32", "tf32" in t
+
+
+def _batch(row: dict, gpus_count: int) -> tuple[int, int] | None:
+    """(micro-batch, accumulation): as printed, or the one derived from the global batch and the other."""
+    micro, accum, seqs = (_number(_cell(row, c)) for c in ("micro_batch", "grad_accum", "global_batch_seqs"))
+    if not micro and seqs and accum:
+        micro = seqs / (gpus_count * accum)
+    if not micro:
+        return None
+    accum = accum or (seqs or micro * gpus_count) / (micro * gpus_count)
+    return max(1, round(micro)), max(1, round(accum))
+
+
 def _model(row: dict) -> ModelConfig:
-    d, layers, heads = int(_number(row["d_model"])), int(_number(row["n_layers"])), int(_number(row["n_heads"]))
-    ffn = int(_number(row["ffn_dim"]) or 4 * d)
-    kv = int(_number(row["n_kv_heads"]) or heads)
+    d, layers = int(_number(_cell(row, "d_model"))), int(_number(_cell(row, "n_layers")))
+    heads = int(_number(_cell(row, "n_heads")))
+    ffn = int(_number(_cell(row, "ffn_dim")) or 4 * d)
+    kv = int(_number(_cell(row, "n_kv_heads")) or heads)
     gated = ffn != 4 * d or kv != heads  # SwiGLU MLPs use ~8/3·d; GQA models are Llama-style
-    return ModelConfig(name=row["model"], family="llama" if gated else "gpt2", hidden_size=d, num_layers=layers,
-                       num_heads=heads, num_kv_heads=kv if gated else None, intermediate_size=ffn,
-                       vocab_size=int(_number(row["vocab"])), seq_len=int(_number(row["seq_len"])))
+    return ModelConfig(name=_cell(row, "model"), family="llama" if gated else "gpt2", hidden_size=d,
+                       num_layers=layers, num_heads=heads, num_kv_heads=kv if gated else None, intermediate_size=ffn,
+                       vocab_size=int(_number(_cell(row, "vocab"))), seq_len=int(_number(_cell(row, "seq_len"))))
+
+
+def _unexpressible(row: dict) -> str:
+    """Why the row cannot be expressed ("" if it can)."""
+    if _number(_cell(row, "tokens_per_s_per_gpu")) is None:
+        return "no printed tokens/s per GPU (derived figures are a weaker check)"
+    if re.search(r"fp8|float8|fp4", (_cell(row, "precision") + " " + _cell(row, "framework")).lower()):
+        return "FP8/FP4 training not modelled"
+    if "moe" in _cell(row, "model").lower() or (_number(_cell(row, "ep")) or 1) > 1:
+        return "mixture of experts not modelled"
+    if gpu_key(_cell(row, "gpu_type")) is None:
+        return f"GPU {_cell(row, 'gpu_type')[:40]!r} not in the catalogue"
+    count = _number(_cell(row, "num_gpus"))
+    if count is None or count > MAX_GPUS:
+        return f"num_gpus {_cell(row, 'num_gpus') or 'not stated'} (checked: 1 to {MAX_GPUS})"
+    if not all(_number(_cell(row, c)) for c in ("n_layers", "d_model", "n_heads", "vocab", "seq_len")):
+        return "shape or sequence length not given"
+    return "" if _batch(row, int(count)) else "micro-batch not given"
 
 
 def express(row: dict) -> tuple[Workload | None, str]:
     """The row as a workload, or None and why it cannot be expressed."""
-    if _number(row["tokens_per_s_per_gpu"]) is None:
-        return None, "no printed tokens/s per GPU (derived figures are a weaker check)"
-    precision = (row["precision"] + " " + row["framework"]).lower()
-    if "fp8" in precision or "float8" in precision or "fp4" in precision:
-        return None, "FP8/FP4 training not modelled"
-    if "moe" in row["model"].lower() or (_number(row["ep"]) or 1) > 1:
-        return None, "mixture of experts not modelled"
-    key = gpu_key(row["gpu_type"])
-    if key is None:
-        return None, f"GPU {row['gpu_type'][:40]!r} not in the catalogue"
     strategy, why = _parallel_layout(row)
-    if strategy is None:
+    why = _unexpressible(row) or why
+    if why:
         return None, why
-    count = _number(row["num_gpus"])
-    if count is None or count > MAX_GPUS:
-        return None, f"num_gpus {row['num_gpus'] or 'not stated'} (checked: 1 to {MAX_GPUS})"
-    if not all(_number(row[c]) for c in ("n_layers", "d_model", "n_heads", "vocab", "seq_len", "micro_batch")):
-        return None, "shape, sequence or micro-batch not given"
-    count = int(count)
-    micro = int(_number(row["micro_batch"]))
-    accum = _number(row["grad_accum"]) or (_number(row["global_batch_seqs"]) or micro * count) / (micro * count)
-    every, selective = _checkpointing(row["activation_checkpointing"])
+    count = int(_number(_cell(row, "num_gpus")))
+    micro, accum = _batch(row, count)
+    every, selective = _checkpointing(_cell(row, "activation_checkpointing"))
+    precision, tf32 = _precision(_cell(row, "precision") + " " + _cell(row, "framework"))
+    framework = _cell(row, "framework").lower()
     per_node = min(count, 8)
     workload = Workload(
-        model=_model(row), gpu=gpus.gpu(key), gpus_per_node=per_node, nodes=max(1, count // per_node),
-        strategy=strategy if count > 1 else "single", precision="fp16" if "fp16" in precision else "bf16",
-        attention="eager" if "naive attention" in row["framework"].lower() else "sdpa",
-        compile=row["compile"].lower().startswith(("yes", "default")), ac_every=every, selective_ac=selective,
-        fused_adamw="non-fused" not in row["notes"].lower(), micro_batch=micro, grad_accum=max(1, round(accum)))
+        model=_model(row), gpu=gpus.gpu(gpu_key(_cell(row, "gpu_type"))), gpus_per_node=per_node,
+        nodes=max(1, count // per_node), strategy=strategy if count > 1 else "single", precision=precision,
+        tf32=tf32, attention="eager" if re.search(r"naive attention|eager|use_flash=false", framework) else "sdpa",
+        compile=_cell(row, "compile").lower().startswith(("yes", "true", "default", "max-autotune")),
+        ac_every=every, selective_ac=selective, fused_adamw="non-fused" not in _cell(row, "notes").lower(),
+        micro_batch=micro, grad_accum=accum)
     return workload, ""
 
 
