@@ -24,3 +24,17 @@ def run_cell(tmp_path):
         return outcome
 
     return run
+
+
+@pytest.fixture(scope="module")
+def run_batch(tmp_path_factory):
+    """Several cells of one hardware layout trained in turn in one launch (one process start and import for all);
+    returns their outcomes in order and fails the test if any is not ok."""
+
+    def run(cells: list[list[str]]) -> list[launch.CellOutcome]:
+        outcomes = launch.run_cells([config.compose(c) for c in cells], tmp_path_factory.mktemp("batch"))
+        for cell, outcome in zip(cells, outcomes, strict=True):
+            assert outcome.status == "ok", f"{cell}: {outcome.error}"
+        return outcomes
+
+    return run

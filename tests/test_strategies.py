@@ -23,21 +23,34 @@ def curves(outcome):
     return outcome.measurement["losses"], outcome.measurement["grad_norms"]
 
 
+STRATEGIES = ("ddp", "fsdp", "fsdp-grad-op", "zero1", "zero2", "zero3", "zero2-offload", "zero3-offload")
+SPLITS = (4, 1, 2, 8)  # micro-batch sizes of the single-process runs; 4 (accumulation 2) is the reference
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    from pretrain_bench import config
-    from pretrain_bench.bench import launch
-
-    cfg = config.compose([*COMMON, "hardware=cpu-1", "strategy=single", "micro_batch=4"])
-    outcome = launch.run_cell(cfg, tmp_path_factory.mktemp("ref") / "cell")
-    assert outcome.status == "ok", outcome.error
-    return curves(outcome)
+def single(run_batch):
+    """The single-process runs at every micro-batch split, in one launch: {micro_batch: (losses, norms)}."""
+    outcomes = run_batch([[*COMMON, "hardware=cpu-1", "strategy=single", f"micro_batch={mb}"] for mb in SPLITS])
+    return {mb: curves(o) for mb, o in zip(SPLITS, outcomes, strict=True)}
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "fsdp-grad-op", "zero1", "zero2", "zero3", "zero2-offload",
-                                      "zero3-offload"])
-def test_backends_match_single_process(run_cell, reference, strategy):
-    losses, norms = curves(run_cell(*COMMON, "hardware=cpu-2", f"strategy={strategy}", "micro_batch=2"))
+@pytest.fixture(scope="module")
+def reference(single):
+    return single[4]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(run_batch):
+    """Every 2-rank backend on the same cell, trained in turn by the same two ranks (one launch), and DDP once more
+    at micro-batch 1 (accumulation 4): {(strategy, micro_batch): (losses, norms)}."""
+    cells = [(s, 2) for s in STRATEGIES] + [("ddp", 1)]
+    outcomes = run_batch([[*COMMON, "hardware=cpu-2", f"strategy={s}", f"micro_batch={mb}"] for s, mb in cells])
+    return {cell: curves(o) for cell, o in zip(cells, outcomes, strict=True)}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_backends_match_single_process(two_ranks, reference, strategy):
+    losses, norms = two_ranks[strategy, 2]
     ref_losses, ref_norms = reference
     assert losses == pytest.approx(ref_losses, rel=RTOL)
     assert norms == pytest.approx(ref_norms, rel=RTOL)
@@ -45,16 +58,16 @@ def test_backends_match_single_process(run_cell, reference, strategy):
 
 
 @pytest.mark.parametrize("micro_batch", [1, 2, 8])
-def test_micro_batch_times_accumulation_splits_agree(run_cell, reference, micro_batch):
+def test_micro_batch_times_accumulation_splits_agree(single, reference, micro_batch):
     """8 sequences per step as 1×8, 2×4, 4×2 (the reference) and 8×1 micro-batch × accumulation."""
-    losses, norms = curves(run_cell(*COMMON, "hardware=cpu-1", "strategy=single", f"micro_batch={micro_batch}"))
+    losses, norms = single[micro_batch]
     assert losses == pytest.approx(reference[0], rel=RTOL)
     assert norms == pytest.approx(reference[1], rel=RTOL)
 
 
-def test_ddp_with_accumulation_matches(run_cell, reference):
+def test_ddp_with_accumulation_matches(two_ranks, reference):
     """2 ranks × micro-batch 1 × accumulation 4: no_sync on all but the last micro-batch must not change the math."""
-    losses, _ = curves(run_cell(*COMMON, "hardware=cpu-2", "strategy=ddp", "micro_batch=1"))
+    losses, _ = two_ranks["ddp", 1]
     assert losses == pytest.approx(reference[0], rel=RTOL)
 
 

@@ -109,27 +109,44 @@ def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
     `work_dir` receives the cell spec, one status file per rank and the log; it must be on a file system that every
     node sees (the store is) when the cell spans nodes.
     """
+    return run_cells([cfg], work_dir, mode, corpus)[0]
+
+
+def run_cells(cfgs: list[BenchConfig], work_dir: Path, mode: str = "throughput",
+              corpus: Path | None = None) -> list[CellOutcome]:
+    """Several cells of one hardware layout in one launch, trained in turn by the same ranks: the process start and
+    imports (~9 s on a small CPU) are paid once. For equivalence checks, where a cell's failure may end the
+    launch; a measurement that must stand alone (OOM probes, timings) gets a launch of its own (`run_cell`).
+
+    Cell i's status files lie in `work_dir` for a single cell, else in `work_dir/cell<i>`.
+    """
+    if len({(c.hardware.name, c.world_size, c.multinode) for c in cfgs}) != 1:
+        raise ValueError("cells launched together must share one hardware layout")
+    cfg = cfgs[0]
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     spec = work_dir / "cell.json"
-    spec.write_text(json.dumps({"config": to_dict(cfg), "mode": mode, "corpus": corpus and str(corpus)}))
+    spec.write_text(json.dumps({"configs": [to_dict(c) for c in cfgs], "mode": mode, "corpus": corpus and str(corpus)}))
     worker = ["-m", "pretrain_bench.train.worker", str(spec), str(work_dir)]
     commands = node_commands(cfg, worker, run_id=hashlib.sha1(str(work_dir).encode()).hexdigest()[:12])
+    cell_dirs = [work_dir] if len(cfgs) == 1 else [work_dir / f"cell{i}" for i in range(len(cfgs))]
     with open(work_dir / "log.txt", "w") as log, _signals_raise():
         # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
         procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
                                   start_new_session=True) for cmd in commands]
-        deadline = time.monotonic() + cfg.timeout_s
+        timeout_s = sum(c.timeout_s for c in cfgs)
+        deadline = time.monotonic() + timeout_s
         try:
             codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in procs]
         except subprocess.TimeoutExpired:
-            return CellOutcome("timeout", f"no result after timeout_s={cfg.timeout_s} s; all ranks killed", None)
+            return [CellOutcome("timeout", f"no result after timeout_s={timeout_s} s; all ranks killed", None)
+                    for _ in cfgs]
         finally:
             for p in procs:
                 if p.poll() is None:
                     _kill_group(p)
-    ranks = [json.loads(p.read_text()) for p in sorted(work_dir.glob("rank*.json"))]
-    return _outcome(ranks, cfg.world_size, max(codes), work_dir / "log.txt")
+    return [_outcome([json.loads(p.read_text()) for p in sorted(d.glob("rank*.json"))], cfg.world_size, max(codes),
+                     work_dir / "log.txt") for d in cell_dirs]
 
 
 @contextlib.contextmanager
