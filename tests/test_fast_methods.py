@@ -11,6 +11,7 @@ Everything runs in-process on tiny models, apart from one 2-process FSDP2 launch
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import pytest
 import torch
@@ -252,8 +253,8 @@ def test_gpu_fast_method_combinations_that_can_run_are_accepted(overrides):
 
 
 def test_fp8_without_torchao_names_the_package(monkeypatch):
-    real = config.importlib.util.find_spec
-    monkeypatch.setattr(config.importlib.util, "find_spec", lambda name: None if name == "torchao" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "torchao" else real(name))
     with pytest.raises(config.ConfigError, match="`torchao`"):
         config.compose(["hardware=1xh100", "model=pythia-160m", "tricks=free-lunch", "tricks.fp8=true"])
 
