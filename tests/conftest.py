@@ -8,6 +8,17 @@ from pretrain_bench import config
 from pretrain_bench.bench import launch
 
 
+@pytest.fixture(autouse=True)
+def _launches_only_when_marked(request, monkeypatch):
+    """A test that starts torchrun workers must say so (`distributed`): `make test-fast` deselects those, and here
+    any launch from an unmarked test fails it, so the fast tier can never silently start workers."""
+    if request.node.get_closest_marker("distributed") is None:
+        def refuse(*args, **kwargs):
+            raise AssertionError("this test starts torchrun workers: mark it @pytest.mark.distributed")
+
+        monkeypatch.setattr(launch, "run_cells", refuse)
+
+
 @pytest.fixture
 def compose():
     return config.compose
