@@ -18,7 +18,7 @@ _MEMORY_KINDS = ("throughput", "probe")  # probes are micro-batch fit tests: the
 
 def _timed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records whose step time may be compared: ok, valid throughput measurements."""
-    return [r for r in records if r["kind"] == "throughput" and r["status"] == "ok" and r["valid"] and r["timing"]]
+    return [r for r in records if r.rankable and r["timing"]]
 
 
 def _nothing(what: str, records: list[dict[str, Any]], need: str) -> ValueError:

@@ -1,11 +1,14 @@
 """The result record: plain JSON with a schema version, built from a config and a worker's measurement.
 
-Everything downstream (store, tables, estimates, exports) reads these records, never live objects. No torch here.
+Everything downstream (store, tables, estimates, exports) reads these records, never live objects. On disk a record
+is a JSON object; in memory it is a `Record`, the same dict with accessors for what every reader asks (is it
+rankable, its rate, its MFU), so that no reader re-derives them. No torch here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import json
 import platform
@@ -18,9 +21,49 @@ from pretrain_bench.spec import stats as step_stats
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "diverged", "not_reached")
-# `peer`: another framework's training of the same cell (`pretrain-bench peers`; the record's `peer` says which);
-# it is never ranked among our methods (tables, search and export read `throughput` records only).
-KINDS = ("throughput", "probe", "validate", "target", "profile", "peer")
+
+
+class Kind(str, enum.Enum):
+    """What a record measured. `peer` is another framework's training of the same cell (`pretrain-bench peers`; the
+    record's `peer` says which): never ranked among our methods (tables, search and export rank `throughput` only)."""
+
+    THROUGHPUT = "throughput"  # a `run`: timed steps of our loop
+    PROBE = "probe"  # a micro-batch fit test of the search, never ranked
+    VALIDATE = "validate"  # a long run that checks the extrapolation
+    TARGET = "target"  # trained until a validation loss (`not_reached` when the step budget ran out first)
+    PROFILE = "profile"  # profiler trace and breakdown, never ranked (profiler overhead)
+    PEER = "peer"
+
+    @property
+    def worker_mode(self) -> str:
+        """What the worker runs for this kind: our loop's throughput mode unless the kind needs another."""
+        return {Kind.TARGET: "target", Kind.PROFILE: "profile", Kind.PEER: "hf-trainer"}.get(self, "throughput")
+
+
+KINDS = tuple(k.value for k in Kind)
+
+
+class Record(dict):
+    """A result record: the plain JSON object (what the store writes), with accessors."""
+
+    @property
+    def ok(self) -> bool:
+        return self["status"] == "ok"
+
+    @property
+    def rankable(self) -> bool:
+        """A valid, ok measurement of our loop's throughput: what tables star, searches rank and exports write."""
+        return self["kind"] == Kind.THROUGHPUT and self.ok and self["valid"]
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Tokens per second over all devices (images for vision models), None without a timing."""
+        return (self.get("throughput") or {}).get("tokens_per_s")
+
+    @property
+    def mfu(self) -> float | None:
+        return (self.get("flops") or {}).get("mfu")
+
 LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate")
 # Config keys that do not change what is measured, so they stay out of a cell's identity.
 _NOT_IN_KEY = ("store", "timeout_s", "steps", "warmup_steps", "collective_timeout_s", "multinode", "env",
@@ -56,11 +99,11 @@ def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str) -> str:
 
 def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
                 measurement: dict[str, Any] | None, env: dict[str, Any], kind: str = "throughput",
-                failed_step: int | None = None) -> dict[str, Any]:
+                failed_step: int | None = None) -> Record:
     """`kind`: throughput (a `run`), probe (a micro-batch fit test, never ranked), validate (a long run) or target
     (trained until a validation loss; `not_reached` when the step budget ran out first)."""
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "kind": kind, "key": key,
+    record = Record({
+        "schema_version": SCHEMA_VERSION, "kind": Kind(kind).value, "key": key,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "status": status, "error": error, "failed_step": failed_step, "valid": status == "ok",
         "invalid_reason": None,
@@ -71,7 +114,7 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
                      "matches_recipe": cfg.precision == cfg.model.recipe.precision and not cfg.tricks.fp8},
         "timing": None, "throughput": None, "flops": None, "memory": None,
         "losses": [], "grad_norms": [], "skipped_steps": None,
-    }
+    })
     if measurement:
         record.update(_measured_fields(cfg, measurement, env))
         if kind == "profile":
@@ -160,8 +203,8 @@ def problems(record: Any) -> list[str]:
     return found
 
 
-def best_record(records: list[dict], model: str | None, hardware_name: str | None) -> dict | None:
-    """The fastest valid throughput record of a (model, hardware) pair: what a search recommends."""
-    ranked = [r for r in records if r["kind"] == "throughput" and r["status"] == "ok" and r["valid"]
-              and r["cell"]["model"] == model and r["cell"]["hardware"] == hardware_name]
-    return max(ranked, key=lambda r: r["throughput"]["tokens_per_s"], default=None)
+def best_record(records: list[Record], model: str | None, hardware_name: str | None) -> Record | None:
+    """The fastest rankable record of a (model, hardware) pair: what a search recommends."""
+    ranked = [r for r in records
+              if r.rankable and r["cell"]["model"] == model and r["cell"]["hardware"] == hardware_name]
+    return max(ranked, key=lambda r: r.tokens_per_s, default=None)

@@ -13,6 +13,7 @@ import statistics
 from itertools import groupby
 
 from pretrain_bench.analysis.estimate import recipe_estimate
+from pretrain_bench.analysis.record import Record
 from pretrain_bench.spec.stats import repeat_stats
 
 COLUMNS = ("best", "model", "hardware", "strategy", "tricks", "mb×acc", "tokens/s", "MFU", "step s (median ± IQR/2)",
@@ -25,8 +26,8 @@ def _money(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
 
-def _speed(r: dict) -> float:
-    return (r.get("throughput") or {}).get("tokens_per_s", 0.0) if r["status"] == "ok" and r["valid"] else -1.0
+def _speed(r: Record) -> float:
+    return (r.tokens_per_s or 0.0) if r.ok and r["valid"] else -1.0
 
 
 def rate(throughput: dict, unit: bool = False) -> str:

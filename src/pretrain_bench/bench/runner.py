@@ -17,12 +17,10 @@ from pretrain_bench.bench import launch, tracking
 from pretrain_bench.bench.store import Store
 from pretrain_bench.config import BenchConfig
 
-# Record kind -> what the worker runs; every other kind (throughput, probe, validate) is our loop's throughput mode.
-WORKER_MODES = {"target": "target", "profile": "profile", "peer": "hf-trainer"}
 
-
-def is_final(r: dict) -> bool:
-    return r["status"] == "ok" or (r["kind"] == "probe" and r["status"] == "oom")
+def is_final(r: record.Record) -> bool:
+    """A record that answers its cell: ok, or a probe that ran out of memory (the answer is "does not fit")."""
+    return r.ok or (r["kind"] == record.Kind.PROBE and r["status"] == "oom")
 
 
 @dataclass
@@ -68,7 +66,7 @@ class Runner:
         if prior := self._final_record(cfg, kind):
             return prior
         key = self.key(cfg)
-        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=WORKER_MODES.get(kind, "throughput"),
+        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=record.Kind(kind).worker_mode,
                                   corpus=corpus_path)
         measured_env = (outcome.measurement or {}).get("env", {})
         env = {**self.versions, "gpu_sku": self.gpu_sku(cfg), "hostname": socket.gethostname(), **measured_env}
