@@ -115,6 +115,7 @@ def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
     spec.write_text(json.dumps({"config": to_dict(cfg), "mode": mode, "corpus": corpus and str(corpus)}))
     worker = ["-m", "pretrain_bench.train.worker", str(spec), str(work_dir)]
     commands = node_commands(cfg, worker, run_id=hashlib.sha1(str(work_dir).encode()).hexdigest()[:12])
+    oom_kills = oom_kill_count()
     with open(work_dir / "log.txt", "w") as log, _signals_raise():
         # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
         procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
@@ -129,7 +130,31 @@ def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
                 if p.poll() is None:
                     _kill_group(p)
     ranks = [json.loads(p.read_text()) for p in sorted(work_dir.glob("rank*.json"))]
-    return _outcome(ranks, cfg.world_size, max(codes), work_dir / "log.txt")
+    killed_for_memory = None not in (oom_kills, after := oom_kill_count()) and after > oom_kills
+    return _outcome(ranks, cfg.world_size, max(codes), work_dir / "log.txt", killed_for_memory)
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has ended in this process's memory cgroup (v2 `memory.events`,
+    v1 `memory.oom_control`), None where neither is readable. A rank killed by SIGKILL while it grew is an `oom`."""
+    root = Path("/sys/fs/cgroup")
+    lines = Path("/proc/self/cgroup").read_text().splitlines() if Path("/proc/self/cgroup").exists() else []
+    paths = {"v2": "", "v1": ""}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            paths["v2"] = path.lstrip("/")
+        elif "memory" in controllers.split(","):
+            paths["v1"] = path.lstrip("/")
+    candidates = [root / paths["v2"] / "memory.events", root / "memory.events",
+                  root / "memory" / paths["v1"] / "memory.oom_control", root / "memory" / "memory.oom_control"]
+    for f in candidates:
+        with contextlib.suppress(OSError):
+            for line in f.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+    return None
 
 
 @contextlib.contextmanager
@@ -161,7 +186,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _outcome(ranks: list[dict], world: int, code: int, log_path: Path) -> CellOutcome:
+def _outcome(ranks: list[dict], world: int, code: int, log_path: Path,
+             killed_for_memory: bool = False) -> CellOutcome:
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     reported = {r["rank"] for r in ranks}
     dead_rank, cause = _dead_rank(log, reported)
@@ -169,6 +195,9 @@ def _outcome(ranks: list[dict], world: int, code: int, log_path: Path) -> CellOu
     if dead_rank is not None:
         # A rank died without reporting (killed, segfault): that is the cause; the others only lost their peer.
         then = f"; then {failures[0]['error']}" if failures else ""
+        if killed_for_memory and "SIGKILL" in cause:
+            return CellOutcome("oom", f"{cause}the kernel's OOM killer ended a process of this cell (host memory); "
+                                      f"{len(ranks)} of {world} ranks reported{then}", None)
         return CellOutcome("error", f"{cause}{len(ranks)} of {world} ranks reported{then}", None)
     if failures:
         first = failures[0]

@@ -203,9 +203,26 @@ def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> di
     return measurement
 
 
+# Allocation failures that are not torch.OutOfMemoryError: cuBLAS and cuDNN handles and workspaces, and NCCL's
+# buffers (`ncclUnhandledCudaError: Failed to CUDA calloc …`, host buffers via cudaHostAlloc). Lower case.
+OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "failed to cuda calloc",
+               "failed to cuda host alloc", "failed to cuda malloc")
+
+
+def _chain(exc: BaseException | None):
+    """The exception and what it was raised from or during: a DistBackendError often wraps the allocation failure."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def classify(exc: BaseException) -> str:
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "oom"
+    """A failure's status: `oom` makes the micro-batch search step down, `error` abandons the method."""
+    for e in _chain(exc):
+        if isinstance(e, torch.OutOfMemoryError) or any(m in str(e).lower() for m in OOM_MARKERS):
+            return "oom"
     if isinstance(exc, loop.Diverged):
         return "diverged"
     if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
