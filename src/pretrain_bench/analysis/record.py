@@ -114,7 +114,7 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     tokens_per_s = tokens_per_step / stats["median"]
     spec = gpus.gpu(env.get("gpu_sku") or cfg.hardware.gpu)
     dtype = gpus.peak_dtype(cfg.precision, cfg.tricks.tf32)
-    per_token = models.flops_per_token(cfg.model)
+    per_token, causal = models.flops_per_token(cfg.model), models.causal_flops_per_token(cfg.model)
     legacy_method = "host clock, no device sync, first micro-batch × accumulation + optimizer call"
     out["timing"] = {
         "method": (f"LEGACY: {legacy_method}" if cfg.timing == "legacy"
@@ -132,7 +132,10 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     out["flops"] = {"per_token": per_token, "formula": f"models.flops_per_token ({cfg.model.family}), per "
                                                       f"{cfg.model.unit}",
                     "peak_dtype": dtype, "peak_per_device": spec.peak(dtype),
-                    "mfu": step_stats.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size)}
+                    "mfu": step_stats.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size),
+                    # Megatron-LM's convention (causal attention counted as half the scores), for its published MFUs
+                    "per_token_causal": causal, "mfu_causal": step_stats.mfu(causal, tokens_per_s, spec.peak(dtype),
+                                                                             cfg.world_size)}
     return out
 
 
