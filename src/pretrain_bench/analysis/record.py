@@ -21,8 +21,9 @@ STATUSES = ("ok", "oom", "error", "timeout", "diverged", "not_reached")
 # `peer`: another framework's training of the same cell (`pretrain-bench peers`; the record's `peer` says which);
 # it is never ranked among our methods (tables, search and export read `throughput` records only).
 KINDS = ("throughput", "probe", "validate", "target", "profile", "peer")
-LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate")
+LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate", "torchao")
 # Config keys that do not change what is measured, so they stay out of a cell's identity.
+# `env` enters the key as the workers' effective environment (bench.runner.key_env), inherited variables included.
 _NOT_IN_KEY = ("store", "timeout_s", "steps", "warmup_steps", "collective_timeout_s", "multinode", "env",
                "logger", "peers")
 
@@ -47,10 +48,11 @@ def cell(cfg: BenchConfig) -> dict[str, Any]:
             "seq_len": cfg.model.seq_len}
 
 
-def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str) -> str:
-    """Hash of everything that determines a measurement: config, library versions and the GPU actually used."""
+def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str, env: dict[str, str] | None = None) -> str:
+    """Hash of everything that determines a measurement: config, library versions, the GPU actually used and the
+    workers' speed-relevant environment variables."""
     config = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
-    blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku}, sort_keys=True)
+    blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku, "env": env or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -61,6 +61,25 @@ def detect_gpu(cfg: BenchConfig) -> str:
     return sku
 
 
+_VERSIONS = ("import json, torch; nccl = torch.cuda.nccl.version() if torch.cuda.is_available() else None; "
+             "print(json.dumps({'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(), "
+             "'nccl': '.'.join(map(str, nccl)) if isinstance(nccl, tuple) else nccl}))")
+
+
+def device_versions(cfg: BenchConfig) -> dict[str, str | None]:
+    """CUDA, cuDNN and NCCL as torch was built with them, and the driver: they change kernels and speed. Read in a
+    subprocess (no CUDA context here); empty on CPU hardware, where none of them runs."""
+    if cfg.hardware.gpu == "cpu":
+        return {}
+    out = subprocess.run([sys.executable, "-c", _VERSIONS], capture_output=True, text=True, check=True).stdout
+    versions = {k: None if v is None else str(v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+    smi = shutil.which("nvidia-smi")
+    query = smi and subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                                   text=True)
+    versions["driver"] = query.stdout.split("\n")[0].strip() if query and query.returncode == 0 else None
+    return versions
+
+
 def worker_env(cfg: BenchConfig) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu" if cfg.hardware.gpu == "cpu" else "cuda")
     # Split this node's cores (those the job may use) between its ranks. Without it torchrun sets 1 thread per rank
