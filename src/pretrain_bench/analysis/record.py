@@ -76,6 +76,8 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
     }
     if measurement:
         record.update(_measured_fields(cfg, measurement, env))
+        # accumulation and reduction dtypes and when gradients are reduced, read from the backend's live objects
+        record["numerics"]["grad_reduction"] = measurement.get("grad_reduction")
         if kind == "profile":
             record["profile"] = measurement["profile"]
             record["valid"] = False  # profiler overhead: never ranked as a throughput

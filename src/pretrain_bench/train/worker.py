@@ -179,7 +179,8 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
                    "legacy_step_s": legacy.tolist()[warmup:] or legacy.tolist(),
                    "first_step_s": float(seconds[0]), "setup_s": setup_s, "timed_wall_s": wall_s,
                    "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
-                   "skipped_steps": sum(log.skipped for log in timed), **memory, "env": device_env(rt, cfg.model)}
+                   "skipped_steps": sum(log.skipped for log in timed), **memory, "env": device_env(rt, cfg.model),
+                   "grad_reduction": strategy.grad_reduction()}
     if tracker:
         measurement["target"] = tracker.result()
     if profiler:
