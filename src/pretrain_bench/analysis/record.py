@@ -64,8 +64,10 @@ class Record(dict):
     def mfu(self) -> float | None:
         return (self.get("flops") or {}).get("mfu")
 
-LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate")
+
+LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate", "torchao")
 # Config keys that do not change what is measured, so they stay out of a cell's identity.
+# `env` enters the key as the workers' effective environment (bench.runner.key_env), inherited variables included.
 _NOT_IN_KEY = ("store", "timeout_s", "steps", "warmup_steps", "collective_timeout_s", "multinode", "env",
                "logger", "peers")
 
@@ -90,10 +92,11 @@ def cell(cfg: BenchConfig) -> dict[str, Any]:
             "seq_len": cfg.model.seq_len}
 
 
-def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str) -> str:
-    """Hash of everything that determines a measurement: config, library versions and the GPU actually used."""
+def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str, env: dict[str, str] | None = None) -> str:
+    """Hash of everything that determines a measurement: config, library versions, the GPU actually used and the
+    workers' speed-relevant environment variables."""
     config = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
-    blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku}, sort_keys=True)
+    blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku, "env": env or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -117,6 +120,8 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
     })
     if measurement:
         record.update(_measured_fields(cfg, measurement, env))
+        # accumulation and reduction dtypes and when gradients are reduced, read from the backend's live objects
+        record["numerics"]["grad_reduction"] = measurement.get("grad_reduction")
         if kind == "profile":
             record["profile"] = measurement["profile"]
             record["valid"] = False  # profiler overhead: never ranked as a throughput
@@ -157,7 +162,7 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     tokens_per_s = tokens_per_step / stats["median"]
     spec = gpus.gpu(env.get("gpu_sku") or cfg.hardware.gpu)
     dtype = gpus.peak_dtype(cfg.precision, cfg.tricks.tf32)
-    per_token = models.flops_per_token(cfg.model)
+    per_token, causal = models.flops_per_token(cfg.model), models.causal_flops_per_token(cfg.model)
     legacy_method = "host clock, no device sync, first micro-batch × accumulation + optimizer call"
     out["timing"] = {
         "method": (f"LEGACY: {legacy_method}" if cfg.timing == "legacy"
@@ -175,7 +180,10 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     out["flops"] = {"per_token": per_token, "formula": f"models.flops_per_token ({cfg.model.family}), per "
                                                       f"{cfg.model.unit}",
                     "peak_dtype": dtype, "peak_per_device": spec.peak(dtype),
-                    "mfu": step_stats.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size)}
+                    "mfu": step_stats.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size),
+                    # Megatron-LM's convention (causal attention counted as half the scores), for its published MFUs
+                    "per_token_causal": causal, "mfu_causal": step_stats.mfu(causal, tokens_per_s, spec.peak(dtype),
+                                                                             cfg.world_size)}
     return out
 
 

@@ -180,7 +180,8 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
                    "legacy_step_s": legacy.tolist()[warmup:] or legacy.tolist(),
                    "first_step_s": float(seconds[0]), "setup_s": setup_s, "timed_wall_s": wall_s,
                    "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
-                   "skipped_steps": sum(log.skipped for log in timed), **memory, "env": device_env(rt, cfg.model)}
+                   "skipped_steps": sum(log.skipped for log in timed), **memory, "env": device_env(rt, cfg.model),
+                   "grad_reduction": strategy.grad_reduction()}
     if tracker:
         measurement["target"] = tracker.result()
     if profiler:
@@ -204,9 +205,26 @@ def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> di
     return measurement
 
 
+# Allocation failures that are not torch.OutOfMemoryError: cuBLAS and cuDNN handles and workspaces, and NCCL's
+# buffers (`ncclUnhandledCudaError: Failed to CUDA calloc …`, host buffers via cudaHostAlloc). Lower case.
+OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "failed to cuda calloc",
+               "failed to cuda host alloc", "failed to cuda malloc")
+
+
+def _chain(exc: BaseException | None):
+    """The exception and what it was raised from or during: a DistBackendError often wraps the allocation failure."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def classify(exc: BaseException) -> str:
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "oom"
+    """A failure's status: `oom` makes the micro-batch search step down, `error` abandons the method."""
+    for e in _chain(exc):
+        if isinstance(e, torch.OutOfMemoryError) or any(m in str(e).lower() for m in OOM_MARKERS):
+            return "oom"
     if isinstance(exc, loop.Diverged):
         return "diverged"
     if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
