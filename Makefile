@@ -9,7 +9,7 @@ EXTRAS  ?= dev
 DEMO_STORE ?= demo-results
 DEMO_ARGS  := model=pythia-14m model.seq_len=128 model.global_batch=16 micro_batch=4 hardware=cpu-2 tricks=naive steps=5 warmup_steps=2
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +30,12 @@ test: setup
 	# Two workers, whole files each (module fixtures such as the single-process reference run stay shared): most of
 	# the suite's time is starting real torchrun workers, which overlaps well.
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The inner loop: everything that starts no torchrun worker (configs, errors, records, store, reports, exports,
+# single-process numerics). Under 2 minutes on 2 cores; `make test` runs these and the distributed tests.
+test-fast: setup
+	$(VENV)/bin/ruff check src tests
+	$(PY) -m pytest -q -n 2 -m "not distributed"
 
 clean:
 	rm -rf $(VENV) $(DEMO_STORE) bench-results .pytest_cache

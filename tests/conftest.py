@@ -8,6 +8,17 @@ from pretrain_bench import config
 from pretrain_bench.bench import launch
 
 
+@pytest.fixture(autouse=True)
+def _launches_only_when_marked(request, monkeypatch):
+    """A test that starts torchrun workers must say so (`distributed`): `make test-fast` deselects those, and here
+    any launch from an unmarked test fails it, so the fast tier can never silently start workers."""
+    if request.node.get_closest_marker("distributed") is None:
+        def refuse(*args, **kwargs):
+            raise AssertionError("this test starts torchrun workers: mark it @pytest.mark.distributed")
+
+        monkeypatch.setattr(launch, "run_cells", refuse)
+
+
 @pytest.fixture
 def compose():
     return config.compose
@@ -22,5 +33,19 @@ def run_cell(tmp_path):
         outcome = launch.run_cell(cfg, tmp_path / f"cell{len(list(tmp_path.iterdir()))}")
         assert outcome.status == expect, outcome.error
         return outcome
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_batch(tmp_path_factory):
+    """Several cells of one hardware layout trained in turn in one launch (one process start and import for all);
+    returns their outcomes in order and fails the test if any is not ok."""
+
+    def run(cells: list[list[str]]) -> list[launch.CellOutcome]:
+        outcomes = launch.run_cells([config.compose(c) for c in cells], tmp_path_factory.mktemp("batch"))
+        for cell, outcome in zip(cells, outcomes, strict=True):
+            assert outcome.status == "ok", f"{cell}: {outcome.error}"
+        return outcomes
 
     return run

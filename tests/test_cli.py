@@ -68,6 +68,7 @@ def test_ranks_split_the_cores_unless_told_otherwise():
     assert env["OMP_NUM_THREADS"] == "3" and env["DS_ACCELERATOR"] == "cpu"
 
 
+@pytest.mark.distributed
 def test_timeout_kills_all_ranks(tmp_path):
     from pretrain_bench import config
 

@@ -11,6 +11,7 @@ Everything runs in-process on tiny models, apart from one 2-process FSDP2 launch
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import pytest
 import torch
@@ -230,6 +231,11 @@ def test_fp8_conversion_that_converts_nothing_fails(monkeypatch):
       "tricks.compile_mode=reduce-overhead"], "tricks.compile_mode", ["CUDA graphs", "fsdp"]),
     (["hardware=2xh100", "strategy=zero3", "model=pythia-160m", "tricks=free-lunch",
       "tricks.compile_mode=max-autotune"], "tricks.compile_mode", ["zero3", "max-autotune-no-cudagraphs"]),
+    (["hardware=2xh100", "strategy=ddp", "model=pythia-160m", "tricks=free-lunch", "model.global_batch=16",
+      "micro_batch=4", "tricks.compile_mode=reduce-overhead"], "tricks.compile_mode",
+     ["accumulation (2 micro-batches", "micro_batch = 8"]),
+    (["hardware=2xh100", "strategy=zero2", "model=pythia-160m", "tricks=free-lunch", "model.global_batch=16",
+      "micro_batch=2", "tricks.compile_mode=max-autotune"], "tricks.compile_mode", ["max-autotune-no-cudagraphs"]),
 ])
 def test_bad_fast_method_settings_name_the_key(overrides, key, words):
     with pytest.raises(config.ConfigError) as err:
@@ -242,18 +248,18 @@ def test_bad_fast_method_settings_name_the_key(overrides, key, words):
 @pytest.mark.parametrize("overrides", [
     ["hardware=1xh100", "model=llama-3.2-1b", "tricks=free-lunch", "tricks.attention_backend=flash"],
     ["hardware=1xh100", "model=smollm2-1.7b", "tricks=free-lunch", "tricks.attention_backend=efficient"],  # MHA
-    ["hardware=2xh100", "strategy=ddp", "model=pythia-160m", "tricks=free-lunch",
-     "tricks.compile_mode=reduce-overhead"],
-    ["hardware=2xh100", "strategy=zero2", "model=pythia-160m", "tricks=free-lunch",
-     "tricks.compile_mode=max-autotune"],
+    ["hardware=2xh100", "strategy=ddp", "model=pythia-160m", "tricks=free-lunch", "model.global_batch=16",
+     "micro_batch=8", "tricks.compile_mode=reduce-overhead"],
+    ["hardware=2xh100", "strategy=zero2", "model=pythia-160m", "tricks=free-lunch", "model.global_batch=16",
+     "micro_batch=8", "tricks.compile_mode=max-autotune"],
 ])
 def test_gpu_fast_method_combinations_that_can_run_are_accepted(overrides):
     config.compose(overrides)
 
 
 def test_fp8_without_torchao_names_the_package(monkeypatch):
-    real = config.importlib.util.find_spec
-    monkeypatch.setattr(config.importlib.util, "find_spec", lambda name: None if name == "torchao" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "torchao" else real(name))
     with pytest.raises(config.ConfigError, match="`torchao`"):
         config.compose(["hardware=1xh100", "model=pythia-160m", "tricks=free-lunch", "tricks.fp8=true"])
 

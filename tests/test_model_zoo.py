@@ -10,7 +10,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from pretrain_bench import config
-from pretrain_bench.bench import launch
 from pretrain_bench.spec import models
 from pretrain_bench.train import synthetic
 
@@ -110,32 +109,43 @@ def test_bad_family_keys_fail_naming_the_key(overrides, key, words):
 
 
 # As tests/test_strategies.py: fp32, a learning rate that moves the weights, the same seed and global batch; backends
-# differ only in the order of float reductions (~1e-7 relative per step), far below RTOL.
+# differ only in the order of float reductions (~1e-7 relative per step), far below RTOL. Gradient norms drift more
+# than losses: Adam's normalised update amplifies those last bits in the smallest parameters (RMSNorm gains, biases),
+# and after 5 steps the norms of tiny-llama and tiny-gpt2 differed by up to 1.4e-5 relative on a 2-core x86 CPU
+# (torch 2.13, transformers 5.24), more on some CPUs than others. NORM_RTOL leaves room for that and still sits three
+# orders of magnitude below what a real bug does (a missing 1/accumulation factor or a skipped sync: whole percents).
 COMMON = ("model.recipe.lr=1e-2", "model.recipe.warmup_ratio=0", "tricks=naive", "steps=5", "warmup_steps=2", "seed=7")
 RTOL = 1e-5
+NORM_RTOL = 5e-5
 
 
 def curves(outcome):
     return outcome.measurement["losses"], outcome.measurement["grad_norms"]
 
 
-@pytest.fixture(scope="module", params=TINY)
-def reference(request, tmp_path_factory):
-    name = request.param
-    cfg = config.compose([f"model={name}", *COMMON, "hardware=cpu-1", "strategy=single", "micro_batch=4"])
-    outcome = launch.run_cell(cfg, tmp_path_factory.mktemp(name) / "cell")
-    assert outcome.status == "ok", outcome.error
-    return name, curves(outcome)
+BACKENDS = ("ddp", "fsdp", "zero2")
+
+
+@pytest.fixture(scope="module")
+def curves_by_cell(run_batch):
+    """Every tiny family trained single-process (one launch), then under each backend on 2 ranks (one launch per
+    backend, the families in turn): {(family, strategy): (losses, norms)}."""
+    out = {}
+    for strategy, hardware, micro_batch in (("single", "cpu-1", 4), *((b, "cpu-2", 2) for b in BACKENDS)):
+        outcomes = run_batch([[f"model={name}", *COMMON, f"hardware={hardware}", f"strategy={strategy}",
+                               f"micro_batch={micro_batch}"] for name in TINY])
+        out.update({(name, strategy): curves(o) for name, o in zip(TINY, outcomes, strict=True)})
+    return out
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero2"])
-def test_backends_match_single_process(run_cell, reference, strategy):
-    name, (ref_losses, ref_norms) = reference
-    losses, norms = curves(run_cell(f"model={name}", *COMMON, "hardware=cpu-2", f"strategy={strategy}",
-                                    "micro_batch=2"))
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("strategy", BACKENDS)
+def test_backends_match_single_process(curves_by_cell, name, strategy):
+    ref_losses, ref_norms = curves_by_cell[name, "single"]
+    losses, norms = curves_by_cell[name, strategy]
     assert losses == pytest.approx(ref_losses, rel=RTOL)
-    assert norms == pytest.approx(ref_norms, rel=RTOL)
+    assert norms == pytest.approx(ref_norms, rel=NORM_RTOL)
     assert max(losses) - min(losses) > 0.01  # the updates are large enough to move the loss
 
 

@@ -64,3 +64,15 @@ def test_schema_problems_are_reported():
     r = make([32.0] * 5)
     r["status"] = "maybe"
     assert any("status" in p for p in record.problems(r))
+
+
+def test_records_keep_mfu_in_both_conventions():
+    """Full T×T attention (PaLM, nanoGPT, torchtitan) and Megatron-LM's causal half, from the same step time."""
+    r = make([32.0] * 5)
+    m = config.compose(["model=pythia-1b"]).model
+    L, d, T = m.num_layers, m.hidden_size, m.seq_len
+    assert r["flops"]["per_token"] - r["flops"]["per_token_causal"] == pytest.approx(6 * L * d * T)
+    assert r["flops"]["mfu_causal"] == pytest.approx(r["flops"]["mfu"] * r["flops"]["per_token_causal"]
+                                                     / r["flops"]["per_token"])
+    vit = make([1.0] * 5, ("model=vit-l16", "hardware=1xh100", "tricks=free-lunch", "micro_batch=8"))
+    assert vit["flops"]["mfu_causal"] == vit["flops"]["mfu"]  # no causal mask: nothing halved

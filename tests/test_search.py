@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from pretrain_bench import config
+from pretrain_bench.analysis.record import Record
 from pretrain_bench.bench import search
 from pretrain_bench.bench.runner import Runner
 from pretrain_bench.bench.store import Store
@@ -21,14 +22,14 @@ class FakeRunner:
         """Methods are keyed (strategy, checkpointing), or with `rungs` (strategy, checkpointing, every, fused CE)."""
         self.limits, self.speeds, self.calls, self.rungs = limits, speeds, [], rungs
 
-    def measure(self, cfg: config.BenchConfig, kind: str = "throughput") -> dict:
+    def measure(self, cfg: config.BenchConfig, kind: str = "throughput") -> Record:
         tr = cfg.tricks
         method = (config.strategy_label(cfg.strategy), tr.activation_checkpointing,
                   *((tr.ac_every, tr.fused_linear_ce) if self.rungs else ()))
         self.calls.append((kind, method, cfg.micro_batch))
         fits = cfg.micro_batch <= self.limits.get(method, 0)
-        record = {"kind": kind, "key": f"{method}-{cfg.micro_batch}", "valid": fits, "error": None if fits else "OOM",
-                  "status": "ok" if fits else "oom", "throughput": None}
+        record = Record(kind=kind, key=f"{method}-{cfg.micro_batch}", valid=fits, error=None if fits else "OOM",
+                        status="ok" if fits else "oom", throughput=None)
         if fits and kind == "throughput":
             record["throughput"] = {"tokens_per_s": self.speeds[method] * cfg.micro_batch}
         return record

@@ -85,11 +85,11 @@ def measure_alternating(run: Callable[[BenchConfig, str], dict], hf: BenchConfig
 
 def side_row(side: str, records: list[dict]) -> dict:
     """One side's repeats: median tokens/s (the figure compared), MFU at that speed, pooled step times."""
-    first, ok = records[0], [r for r in records if r["status"] == "ok" and r["valid"]]
+    first, ok = records[0], [r for r in records if r.ok and r["valid"]]
     c = first["cell"]
     row = {"side": side, "label": LABELS[side], "method": f"{c['strategy']} · {c['tricks']}",
            "micro_batch": c["micro_batch"], "grad_accum": c["grad_accum"], "world_size": c["world_size"],
-           "statuses": ["invalid" if r["status"] == "ok" and not r["valid"] else r["status"] for r in records],
+           "statuses": ["invalid" if r.ok and not r["valid"] else r["status"] for r in records],
            "runs_tokens_per_s": [r["throughput"]["tokens_per_s"] for r in ok], "keys": [r["key"] for r in records],
            "tokens_per_s": None, "mfu": None, "step": None, "peak_gib": None, "first_loss": None}
     if ok:

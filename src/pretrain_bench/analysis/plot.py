@@ -18,7 +18,7 @@ _MEMORY_KINDS = ("throughput", "probe")  # probes are micro-batch fit tests: the
 
 def _timed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records whose step time may be compared: ok, valid throughput measurements."""
-    return [r for r in records if r["kind"] == "throughput" and r["status"] == "ok" and r["valid"] and r["timing"]]
+    return [r for r in records if r.rankable and r["timing"]]
 
 
 def _nothing(what: str, records: list[dict[str, Any]], need: str) -> ValueError:
@@ -63,18 +63,19 @@ def _figure(width: float = 8, height: float = 5):
 
 def days_vs_gpus(records: list[dict[str, Any]], path: str | Path) -> Path:
     """Days to finish each model's recipe against GPU count: one line per (model, GPU type), using the fastest
-    valid set-up on each hardware; error bars span the step-time IQR."""
+    valid set-up on each hardware; error bars span the repeated fresh runs of that set-up, where there are some."""
     best = _fastest(_timed(records), key=lambda r: (r["cell"]["model"], r["cell"]["gpu"], r["cell"]["world_size"]))
     lines: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     for (model, gpu, world), r in best.items():
-        lines[model, gpu].append((world, recipe_estimate(r)))
+        lines[model, gpu].append((world, recipe_estimate(r, records)))
     if not lines:
         raise _nothing("days vs GPUs", records, "ok, valid throughput records with timing")
     fig, ax = _figure()
     for (model, gpu), points in sorted(lines.items()):
         points.sort(key=lambda p: p[0])
         worlds, days = [w for w, _ in points], [e["days"] for _, e in points]
-        spread = [[e["days"] - e["days_low"] for _, e in points], [e["days_high"] - e["days"] for _, e in points]]
+        spread = [[e["days"] - (e["days_low"] or e["days"]) for _, e in points],
+                  [(e["days_high"] or e["days"]) - e["days"] for _, e in points]]
         ax.errorbar(worlds, days, yerr=spread, marker="o", capsize=3, label=f"{model} · {gpu}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

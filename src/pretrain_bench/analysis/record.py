@@ -1,11 +1,14 @@
 """The result record: plain JSON with a schema version, built from a config and a worker's measurement.
 
-Everything downstream (store, tables, estimates, exports) reads these records, never live objects. No torch here.
+Everything downstream (store, tables, estimates, exports) reads these records, never live objects. On disk a record
+is a JSON object; in memory it is a `Record`, the same dict with accessors for what every reader asks (is it
+rankable, its rate, its MFU), so that no reader re-derives them. No torch here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import json
 import platform
@@ -19,11 +22,53 @@ from pretrain_bench.spec import stats as step_stats
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "diverged", "not_reached")
-# `peer`: another framework's training of the same cell (`pretrain-bench peers`; the record's `peer` says which);
-# it is never ranked among our methods (tables, search and export read `throughput` records only).
-KINDS = ("throughput", "probe", "validate", "target", "profile", "peer")
-LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate")
+
+
+class Kind(str, enum.Enum):
+    """What a record measured. `peer` is another framework's training of the same cell (`pretrain-bench peers`; the
+    record's `peer` says which): never ranked among our methods (tables, search and export rank `throughput` only)."""
+
+    THROUGHPUT = "throughput"  # a `run`: timed steps of our loop
+    PROBE = "probe"  # a micro-batch fit test of the search, never ranked
+    VALIDATE = "validate"  # a long run that checks the extrapolation
+    TARGET = "target"  # trained until a validation loss (`not_reached` when the step budget ran out first)
+    PROFILE = "profile"  # profiler trace and breakdown, never ranked (profiler overhead)
+    PEER = "peer"
+
+    @property
+    def worker_mode(self) -> str:
+        """What the worker runs for this kind: our loop's throughput mode unless the kind needs another."""
+        return {Kind.TARGET: "target", Kind.PROFILE: "profile", Kind.PEER: "hf-trainer"}.get(self, "throughput")
+
+
+KINDS = tuple(k.value for k in Kind)
+
+
+class Record(dict):
+    """A result record: the plain JSON object (what the store writes), with accessors."""
+
+    @property
+    def ok(self) -> bool:
+        return self["status"] == "ok"
+
+    @property
+    def rankable(self) -> bool:
+        """A valid, ok measurement of our loop's throughput: what tables star, searches rank and exports write."""
+        return self["kind"] == Kind.THROUGHPUT and self.ok and self["valid"]
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Tokens per second over all devices (images for vision models), None without a timing."""
+        return (self.get("throughput") or {}).get("tokens_per_s")
+
+    @property
+    def mfu(self) -> float | None:
+        return (self.get("flops") or {}).get("mfu")
+
+
+LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate", "torchao")
 # Config keys that do not change what is measured, so they stay out of a cell's identity.
+# `env` enters the key as the workers' effective environment (bench.runner.key_env), inherited variables included.
 _NOT_IN_KEY = ("store", "timeout_s", "steps", "warmup_steps", "collective_timeout_s", "multinode", "env",
                "logger", "peers")
 
@@ -48,20 +93,21 @@ def cell(cfg: BenchConfig) -> dict[str, Any]:
             "seq_len": cfg.model.seq_len}
 
 
-def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str) -> str:
-    """Hash of everything that determines a measurement: config, library versions and the GPU actually used."""
+def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str, env: dict[str, str] | None = None) -> str:
+    """Hash of everything that determines a measurement: config, library versions, the GPU actually used and the
+    workers' speed-relevant environment variables."""
     config = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
-    blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku}, sort_keys=True)
+    blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku, "env": env or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
                 measurement: dict[str, Any] | None, env: dict[str, Any], kind: str = "throughput",
-                failed_step: int | None = None) -> dict[str, Any]:
+                failed_step: int | None = None) -> Record:
     """`kind`: throughput (a `run`), probe (a micro-batch fit test, never ranked), validate (a long run) or target
     (trained until a validation loss; `not_reached` when the step budget ran out first)."""
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "kind": kind, "key": key,
+    record = Record({
+        "schema_version": SCHEMA_VERSION, "kind": Kind(kind).value, "key": key,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "status": status, "error": error, "failed_step": failed_step, "valid": status == "ok",
         "invalid_reason": None,
@@ -72,9 +118,11 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
                      "matches_recipe": cfg.precision == cfg.model.recipe.precision and not cfg.tricks.fp8},
         "timing": None, "throughput": None, "flops": None, "memory": None,
         "losses": [], "grad_norms": [], "skipped_steps": None,
-    }
+    })
     if measurement:
         record.update(_measured_fields(cfg, measurement, env))
+        # accumulation and reduction dtypes and when gradients are reduced, read from the backend's live objects
+        record["numerics"]["grad_reduction"] = measurement.get("grad_reduction")
         if kind == "profile":
             record["profile"] = measurement["profile"]
             record["valid"] = False  # profiler overhead: never ranked as a throughput
@@ -88,7 +136,7 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
             if status == "ok" and not measurement["target"]["reached"]:
                 record["status"] = status = "not_reached"
                 record["valid"] = False
-        if kind == "throughput":  # the performance model's step beside the measured one (None if not modelled)
+        if kind == Kind.THROUGHPUT:  # the performance model's step beside the measured one (None if not modelled)
             record["prediction"] = perf_records.beside(record, cfg.store)
         mfu = (record["flops"] or {}).get("mfu")
         if status == "ok" and mfu is not None and mfu > 1.0:
@@ -117,7 +165,7 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     tokens_per_s = tokens_per_step / stats["median"]
     spec = gpus.gpu(env.get("gpu_sku") or cfg.hardware.gpu)
     dtype = gpus.peak_dtype(cfg.precision, cfg.tricks.tf32)
-    per_token = models.flops_per_token(cfg.model)
+    per_token, causal = models.flops_per_token(cfg.model), models.causal_flops_per_token(cfg.model)
     legacy_method = "host clock, no device sync, first micro-batch × accumulation + optimizer call"
     out["timing"] = {
         "method": (f"LEGACY: {legacy_method}" if cfg.timing == "legacy"
@@ -135,7 +183,10 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     out["flops"] = {"per_token": per_token, "formula": f"models.flops_per_token ({cfg.model.family}), per "
                                                       f"{cfg.model.unit}",
                     "peak_dtype": dtype, "peak_per_device": spec.peak(dtype),
-                    "mfu": step_stats.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size)}
+                    "mfu": step_stats.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size),
+                    # Megatron-LM's convention (causal attention counted as half the scores), for its published MFUs
+                    "per_token_causal": causal, "mfu_causal": step_stats.mfu(causal, tokens_per_s, spec.peak(dtype),
+                                                                             cfg.world_size)}
     return out
 
 
@@ -163,8 +214,8 @@ def problems(record: Any) -> list[str]:
     return found
 
 
-def best_record(records: list[dict], model: str | None, hardware_name: str | None) -> dict | None:
-    """The fastest valid throughput record of a (model, hardware) pair: what a search recommends."""
-    ranked = [r for r in records if r["kind"] == "throughput" and r["status"] == "ok" and r["valid"]
-              and r["cell"]["model"] == model and r["cell"]["hardware"] == hardware_name]
-    return max(ranked, key=lambda r: r["throughput"]["tokens_per_s"], default=None)
+def best_record(records: list[Record], model: str | None, hardware_name: str | None) -> Record | None:
+    """The fastest rankable record of a (model, hardware) pair: what a search recommends."""
+    ranked = [r for r in records
+              if r.rankable and r["cell"]["model"] == model and r["cell"]["hardware"] == hardware_name]
+    return max(ranked, key=lambda r: r.tokens_per_s, default=None)

@@ -14,10 +14,11 @@ from itertools import groupby
 
 from pretrain_bench.analysis.estimate import recipe_estimate
 from pretrain_bench.analysis.perf import records as perf_records
+from pretrain_bench.analysis.record import Record
 from pretrain_bench.spec.stats import repeat_stats
 
 COLUMNS = ("best", "model", "hardware", "strategy", "tricks", "mb×acc", "tokens/s", "MFU", "step s (median ± IQR/2)",
-           "peak mem GiB", "measured / predicted", "compile s", "recipe days (IQR)", "GPU-days", "cloud $",
+           "peak mem GiB", "measured / predicted", "compile s", "recipe days (runs)", "GPU-days", "cloud $",
            "5-yr purchase $", "floor days", "status")
 FORMATS = ("md", "csv", "html")
 
@@ -26,8 +27,8 @@ def _money(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
 
-def _speed(r: dict) -> float:
-    return (r.get("throughput") or {}).get("tokens_per_s", 0.0) if r["status"] == "ok" and r["valid"] else -1.0
+def _speed(r: Record) -> float:
+    return (r.tokens_per_s or 0.0) if r.ok and r["valid"] else -1.0
 
 
 def rate(throughput: dict, unit: bool = False) -> str:
@@ -39,7 +40,8 @@ def rate(throughput: dict, unit: bool = False) -> str:
     return f"{text} images" if images else text
 
 
-def row(r: dict, best: bool) -> dict[str, str]:
+def row(r: dict, best: bool, history: list[dict] = ()) -> dict[str, str]:
+    """One table row; `history` holds other fresh runs of the same cell, which give the days' range."""
     c = r["cell"]
     out = dict.fromkeys(COLUMNS, "")
     out.update({"best": "★" if best else "", "model": c["model"], "hardware": c["hardware"],
@@ -59,8 +61,9 @@ def row(r: dict, best: bool) -> dict[str, str]:
         out["measured / predicted"] = f"{pred['ratio']:.2f}{'' if pred['calibrated'] else ' (uncal.)'}{flag}"
     if r["timing"]["compile_s"] is not None:
         out["compile s"] = f"{r['timing']['compile_s']:.1f}"
-    if est := recipe_estimate(r):
-        out["recipe days (IQR)"] = f"{est['days']:,.1f} ({est['days_low']:,.1f}–{est['days_high']:,.1f})"
+    if est := recipe_estimate(r, history):
+        spread = (f"{est['days_low']:,.1f}–{est['days_high']:,.1f}, " if est["days_low"] is not None else "")
+        out["recipe days (runs)"] = f"{est['days']:,.1f} ({spread}{est['runs']} run{'s' * (est['runs'] > 1)})"
         out["GPU-days"] = f"{est['gpu_days']:,.1f}"
         out["cloud $"] = _money(est["cost_cloud_usd"])
         out["5-yr purchase $"] = _money(est["cost_purchase_usd"])
@@ -68,20 +71,22 @@ def row(r: dict, best: bool) -> dict[str, str]:
     return out
 
 
-def rows(records: list[dict]) -> list[dict[str, str]]:
+def rows(records: list[dict], history: list[dict] = ()) -> list[dict[str, str]]:
     records = [r for r in records if r["kind"] == "throughput"]
+    history = history or records
     records.sort(key=lambda r: (r["cell"]["model"], r["cell"]["hardware"], -_speed(r)))
     out = []
     for _, group in groupby(records, key=lambda r: (r["cell"]["model"], r["cell"]["hardware"])):
         group = list(group)
-        out += [row(r, best=(i == 0 and _speed(r) > 0)) for i, r in enumerate(group)]
+        out += [row(r, best=(i == 0 and _speed(r) > 0), history=history) for i, r in enumerate(group)]
     return out
 
 
-def table(records: list[dict], fmt: str = "md") -> str:
+def table(records: list[dict], fmt: str = "md", history: list[dict] = ()) -> str:
+    """`records`: one per cell (the store's latest); `history`: every record, for the repeated runs of a cell."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    body = rows(records)
+    body = rows(records, history)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS)

@@ -183,8 +183,7 @@ def compare(claim: Claim, measured_tokens_per_s_per_gpu: float, measured_gpu: st
 
 def rows(claims: list[Claim], records: list[dict]) -> list[tuple[Assessment, Comparison | None]]:
     """Each claim's assessment, and our fastest valid measurement of its model (on its GPU type when we have one)."""
-    ranked = [r for r in records
-              if r["kind"] == "throughput" and r["status"] == "ok" and r["valid"] and r["flops"]["mfu"] is not None]
+    ranked = [r for r in records if r.rankable and r.mfu is not None]
     out = []
     for claim in claims:
         ours = [r for r in ranked if r["cell"]["model"] == claim.model]

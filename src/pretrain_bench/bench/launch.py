@@ -61,6 +61,25 @@ def detect_gpu(cfg: BenchConfig) -> str:
     return sku
 
 
+_VERSIONS = ("import json, torch; nccl = torch.cuda.nccl.version() if torch.cuda.is_available() else None; "
+             "print(json.dumps({'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(), "
+             "'nccl': '.'.join(map(str, nccl)) if isinstance(nccl, tuple) else nccl}))")
+
+
+def device_versions(cfg: BenchConfig) -> dict[str, str | None]:
+    """CUDA, cuDNN and NCCL as torch was built with them, and the driver: they change kernels and speed. Read in a
+    subprocess (no CUDA context here); empty on CPU hardware, where none of them runs."""
+    if cfg.hardware.gpu == "cpu":
+        return {}
+    out = subprocess.run([sys.executable, "-c", _VERSIONS], capture_output=True, text=True, check=True).stdout
+    versions = {k: None if v is None else str(v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+    smi = shutil.which("nvidia-smi")
+    query = smi and subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                                   text=True)
+    versions["driver"] = query.stdout.split("\n")[0].strip() if query and query.returncode == 0 else None
+    return versions
+
+
 def worker_env(cfg: BenchConfig) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu" if cfg.hardware.gpu == "cpu" else "cuda")
     # Split this node's cores (those the job may use) between its ranks. Without it torchrun sets 1 thread per rank
@@ -109,27 +128,69 @@ def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
     `work_dir` receives the cell spec, one status file per rank and the log; it must be on a file system that every
     node sees (the store is) when the cell spans nodes.
     """
+    return run_cells([cfg], work_dir, mode, corpus)[0]
+
+
+def run_cells(cfgs: list[BenchConfig], work_dir: Path, mode: str = "throughput",
+              corpus: Path | None = None) -> list[CellOutcome]:
+    """Several cells of one hardware layout in one launch, trained in turn by the same ranks: the process start and
+    imports (~9 s on a small CPU) are paid once. For equivalence checks, where a cell's failure may end the
+    launch; a measurement that must stand alone (OOM probes, timings) gets a launch of its own (`run_cell`).
+
+    Cell i's status files lie in `work_dir` for a single cell, else in `work_dir/cell<i>`.
+    """
+    if len({(c.hardware.name, c.world_size, c.multinode) for c in cfgs}) != 1:
+        raise ValueError("cells launched together must share one hardware layout")
+    cfg = cfgs[0]
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     spec = work_dir / "cell.json"
-    spec.write_text(json.dumps({"config": to_dict(cfg), "mode": mode, "corpus": corpus and str(corpus)}))
+    spec.write_text(json.dumps({"configs": [to_dict(c) for c in cfgs], "mode": mode, "corpus": corpus and str(corpus)}))
     worker = ["-m", "pretrain_bench.train.worker", str(spec), str(work_dir)]
     commands = node_commands(cfg, worker, run_id=hashlib.sha1(str(work_dir).encode()).hexdigest()[:12])
+    cell_dirs = [work_dir] if len(cfgs) == 1 else [work_dir / f"cell{i}" for i in range(len(cfgs))]
+    oom_kills = oom_kill_count()
     with open(work_dir / "log.txt", "w") as log, _signals_raise():
         # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
         procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
                                   start_new_session=True) for cmd in commands]
-        deadline = time.monotonic() + cfg.timeout_s
+        timeout_s = sum(c.timeout_s for c in cfgs)
+        deadline = time.monotonic() + timeout_s
         try:
             codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in procs]
         except subprocess.TimeoutExpired:
-            return CellOutcome("timeout", f"no result after timeout_s={cfg.timeout_s} s; all ranks killed", None)
+            return [CellOutcome("timeout", f"no result after timeout_s={timeout_s} s; all ranks killed", None)
+                    for _ in cfgs]
         finally:
             for p in procs:
                 if p.poll() is None:
                     _kill_group(p)
-    ranks = [json.loads(p.read_text()) for p in sorted(work_dir.glob("rank*.json"))]
-    return _outcome(ranks, cfg.world_size, max(codes), work_dir / "log.txt")
+    killed_for_memory = None not in (oom_kills, after := oom_kill_count()) and after > oom_kills
+    return [_outcome([json.loads(p.read_text()) for p in sorted(d.glob("rank*.json"))], cfg.world_size, max(codes),
+                     work_dir / "log.txt", killed_for_memory) for d in cell_dirs]
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has ended in this process's memory cgroup (v2 `memory.events`,
+    v1 `memory.oom_control`), None where neither is readable. A rank killed by SIGKILL while it grew is an `oom`."""
+    root = Path("/sys/fs/cgroup")
+    lines = Path("/proc/self/cgroup").read_text().splitlines() if Path("/proc/self/cgroup").exists() else []
+    paths = {"v2": "", "v1": ""}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            paths["v2"] = path.lstrip("/")
+        elif "memory" in controllers.split(","):
+            paths["v1"] = path.lstrip("/")
+    candidates = [root / paths["v2"] / "memory.events", root / "memory.events",
+                  root / "memory" / paths["v1"] / "memory.oom_control", root / "memory" / "memory.oom_control"]
+    for f in candidates:
+        with contextlib.suppress(OSError):
+            for line in f.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+    return None
 
 
 @contextlib.contextmanager
@@ -161,7 +222,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _outcome(ranks: list[dict], world: int, code: int, log_path: Path) -> CellOutcome:
+def _outcome(ranks: list[dict], world: int, code: int, log_path: Path,
+             killed_for_memory: bool = False) -> CellOutcome:
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     reported = {r["rank"] for r in ranks}
     dead_rank, cause = _dead_rank(log, reported)
@@ -169,6 +231,9 @@ def _outcome(ranks: list[dict], world: int, code: int, log_path: Path) -> CellOu
     if dead_rank is not None:
         # A rank died without reporting (killed, segfault): that is the cause; the others only lost their peer.
         then = f"; then {failures[0]['error']}" if failures else ""
+        if killed_for_memory and "SIGKILL" in cause:
+            return CellOutcome("oom", f"{cause}the kernel's OOM killer ended a process of this cell (host memory); "
+                                      f"{len(ranks)} of {world} ranks reported{then}", None)
         return CellOutcome("error", f"{cause}{len(ranks)} of {world} ranks reported{then}", None)
     if failures:
         first = failures[0]

@@ -1,6 +1,7 @@
 """Measure a cell into the store, or return the store's answer when it already has one (resume).
 
-A cell's identity is its key (config + library versions + GPU SKU) and the kind of measurement. A stored `ok` is
+A cell's identity is its key (config + library, CUDA, cuDNN, NCCL and driver versions + GPU SKU + the worker
+environment variables that change speed or what fits) and the kind of measurement. A stored `ok` is
 final; a stored `oom` is final for a micro-batch probe (it will not fit next time either); anything else (error,
 timeout, diverged, or an `oom` of a full run) is measured again. `force` re-measures everything.
 """
@@ -17,12 +18,21 @@ from pretrain_bench.bench import launch, tracking
 from pretrain_bench.bench.store import Store
 from pretrain_bench.config import BenchConfig
 
-# Record kind -> what the worker runs; every other kind (throughput, probe, validate) is our loop's throughput mode.
-WORKER_MODES = {"target": "target", "profile": "profile", "peer": "hf-trainer"}
+# Worker environment variables that change speed or memory (PYTORCH_CUDA_ALLOC_CONF changes what fits; NCCL_*, OMP_*,
+# Inductor and DeepSpeed switches change speed) and the fault injection of tests; CUDA_VISIBLE_DEVICES and the like
+# only say which devices a job got, so a resumed sweep on other devices of the same kind still finds its records.
+KEY_ENV_PREFIXES = ("PYTORCH_", "TORCH_", "TORCHINDUCTOR_", "NCCL_", "CUBLAS_", "CUDNN_", "OMP_", "MKL_", "DS_",
+                    "PRETRAIN_BENCH_FAULT")
 
 
-def is_final(r: dict) -> bool:
-    return r["status"] == "ok" or (r["kind"] == "probe" and r["status"] == "oom")
+def key_env(cfg: BenchConfig) -> dict[str, str]:
+    """The speed-relevant part of the environment the workers get: inherited, computed and `+env.*` overrides."""
+    return {k: v for k, v in sorted(launch.worker_env(cfg).items()) if k.startswith(KEY_ENV_PREFIXES)}
+
+
+def is_final(r: record.Record) -> bool:
+    """A record that answers its cell: ok, or a probe that ran out of memory (the answer is "does not fit")."""
+    return r.ok or (r["kind"] == record.Kind.PROBE and r["status"] == "oom")
 
 
 @dataclass
@@ -32,6 +42,7 @@ class Runner:
     group: str | None = None  # experiment-tracker group (a sweep cell)
     versions: dict = field(default_factory=record.library_versions)
     _skus: dict = field(default_factory=dict)
+    _device_versions: dict = field(default_factory=dict)
 
     def gpu_sku(self, cfg: BenchConfig) -> str:
         """The machine's GPU, checked against the config once per hardware layout (before any worker starts)."""
@@ -40,8 +51,15 @@ class Runner:
             self._skus[name] = launch.detect_gpu(cfg)
         return self._skus[name]
 
+    def all_versions(self, cfg: BenchConfig) -> dict:
+        """Library versions, and on GPUs those of CUDA, cuDNN, NCCL and the driver (read once per layout)."""
+        name = cfg.hardware.name
+        if name not in self._device_versions:
+            self._device_versions[name] = launch.device_versions(cfg)
+        return {**self.versions, **self._device_versions[name]}
+
     def key(self, cfg: BenchConfig) -> str:
-        return record.cell_key(cfg, self.versions, self.gpu_sku(cfg))
+        return record.cell_key(cfg, self.all_versions(cfg), self.gpu_sku(cfg), key_env(cfg))
 
     def with_corpus(self, cfg: BenchConfig) -> tuple[BenchConfig, Path | None]:
         """For real text: tokenize and pack once, here (workers only memory-map), and size the model's vocabulary
@@ -68,10 +86,11 @@ class Runner:
         if prior := self._final_record(cfg, kind):
             return prior
         key = self.key(cfg)
-        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=WORKER_MODES.get(kind, "throughput"),
+        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=record.Kind(kind).worker_mode,
                                   corpus=corpus_path)
         measured_env = (outcome.measurement or {}).get("env", {})
-        env = {**self.versions, "gpu_sku": self.gpu_sku(cfg), "hostname": socket.gethostname(), **measured_env}
+        env = {**self.all_versions(cfg), "gpu_sku": self.gpu_sku(cfg), "hostname": socket.gethostname(),
+               "worker_env": key_env(cfg), **measured_env}
         result = record.make_record(cfg, key, outcome.status, outcome.error, outcome.measurement, env, kind=kind,
                                     failed_step=outcome.failed_step)
         self.store.append(result)

@@ -124,8 +124,8 @@ class SearchResult:
 
     @property
     def best(self) -> Outcome | None:
-        ranked = [o for o in self.outcomes if o.record and o.record["status"] == "ok" and o.record["valid"]]
-        return max(ranked, key=lambda o: o.record["throughput"]["tokens_per_s"], default=None)
+        ranked = [o for o in self.outcomes if o.record and o.record.ok and o.record["valid"]]
+        return max(ranked, key=lambda o: o.record.tokens_per_s, default=None)
 
 
 def base_config(overrides: list[str]) -> BenchConfig:

@@ -69,14 +69,14 @@ class Store:
         f.seek(0, os.SEEK_END)
         return last
 
-    def records(self, warn=lambda msg: print(msg, file=sys.stderr)) -> list[dict]:
+    def records(self, warn=lambda msg: print(msg, file=sys.stderr)) -> list[rec.Record]:
         return list(self._read(warn))
 
-    def latest(self, warn=lambda msg: print(msg, file=sys.stderr)) -> dict[tuple[str, str], dict]:
+    def latest(self, warn=lambda msg: print(msg, file=sys.stderr)) -> dict[tuple[str, str], rec.Record]:
         """The newest record per (key, kind): a re-measured cell supersedes its older records."""
         return {(r["key"], r["kind"]): r for r in self._read(warn)}
 
-    def _read(self, warn) -> Iterator[dict]:
+    def _read(self, warn) -> Iterator[rec.Record]:
         if not self.path.exists():
             return
         with open(self.path, encoding="utf-8", errors="replace") as f:
@@ -91,4 +91,4 @@ class Store:
                 if found := rec.problems(data):
                     warn(f"{self.path}:{number}: skipped a record: {'; '.join(found)}")
                     continue
-                yield data
+                yield rec.Record(data)

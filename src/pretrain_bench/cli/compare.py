@@ -8,19 +8,19 @@ import sys
 from pretrain_bench import config
 from pretrain_bench.analysis import numerics, peers, plot, record, report
 from pretrain_bench.cli.common import open_runner, summary
-from pretrain_bench.config import options
+from pretrain_bench.config import list_options
 
 
 def cmd_numerics(overrides: list[str], force: bool) -> int:
     """Loss curves of faster methods against the baseline's seed-to-seed spread, with a table and a plot."""
-    overrides, methods = options.pop_option(overrides, "methods", None)
-    overrides, baseline = options.pop_option(overrides, "baseline", None)
-    overrides, seeds = options.pop_option(overrides, "seeds", "3")
+    overrides, methods = list_options.pop_option(overrides, "methods", None)
+    overrides, baseline = list_options.pop_option(overrides, "baseline", None)
+    overrides, seeds = list_options.pop_option(overrides, "seeds", "3")
     if not methods:
         raise config.ConfigError("methods", "name the methods to compare, e.g. methods=[free-lunch-flce,zero2:bf16]")
     if not seeds.isdigit() or int(seeds) < 2:
         raise config.ConfigError("seeds", f"the baseline's spread needs at least 2 seeds, got {seeds!r}")
-    baseline_overrides = options.method_to_overrides(baseline) if baseline else []
+    baseline_overrides = list_options.method_to_overrides(baseline) if baseline else []
     base = config.compose([*overrides, *baseline_overrides])
     store, runner = open_runner(base.store, force=force)
     label = baseline or config.tricks_label(base.tricks)
@@ -40,7 +40,7 @@ def cmd_numerics(overrides: list[str], force: bool) -> int:
     speeds = {label: report.rate(base_runs[0]["throughput"], unit=True)}
     failed = 0
     for method in [m.strip() for m in methods.strip("[]").split(",")]:
-        r = measure(options.method_to_overrides(method), base.seed)
+        r = measure(list_options.method_to_overrides(method), base.seed)
         if r["status"] != "ok":
             failed += 1
             continue

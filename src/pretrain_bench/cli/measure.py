@@ -8,7 +8,7 @@ import json
 from pretrain_bench import config
 from pretrain_bench.analysis import record, report
 from pretrain_bench.cli.common import open_runner, summary
-from pretrain_bench.config import options
+from pretrain_bench.config import list_options
 
 
 def cmd_run(overrides: list[str], force: bool) -> int:
@@ -73,14 +73,14 @@ def cmd_profile(overrides: list[str]) -> int:
 
 def cmd_target(overrides: list[str], force: bool) -> int:
     """Train each method until the validation loss reaches target.loss, `target.seeds` times, and compare."""
-    overrides, methods = options.pop_option(overrides, "methods", None)
+    overrides, methods = list_options.pop_option(overrides, "methods", None)
     base = config.compose(overrides)
     if base.target.loss is None:
         raise config.ConfigError("target.loss", "is required, e.g. target.loss=3.5")
     store, runner = open_runner(base.store, force=force)
     rows = []
     for method in ([m.strip() for m in methods.strip("[]").split(",")] if methods else [None]):
-        method_overrides = [] if method is None else options.method_to_overrides(method)
+        method_overrides = [] if method is None else list_options.method_to_overrides(method)
         records = []
         for i in range(base.target.seeds):
             cfg = config.compose([*overrides, *method_overrides, f"seed={base.seed + i}"])

@@ -16,7 +16,7 @@ def cmd_table(store: str, fmt: str) -> int:
     if not records:
         print(f"no records in {store}", file=sys.stderr)
         return 1
-    print(report.table(records, fmt), end="")
+    print(report.table(records, fmt, history=Store(store).records()), end="")
     return 0
 
 

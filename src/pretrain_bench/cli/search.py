@@ -9,13 +9,13 @@ import sys
 from pretrain_bench.analysis import report
 from pretrain_bench.bench import search
 from pretrain_bench.cli.common import open_runner, summary
-from pretrain_bench.config import options
+from pretrain_bench.config import list_options
 
 
 def cmd_search(overrides: list[str], force: bool) -> int:
-    overrides, methods = options.pop_option(overrides, "methods", "free-lunch")
-    overrides, strategies = options.pop_option(overrides, "strategies", None)
-    overrides, prune = options.pop_option(overrides, "search.prune", "predicted")
+    overrides, methods = list_options.pop_option(overrides, "methods", "free-lunch")
+    overrides, strategies = list_options.pop_option(overrides, "strategies", None)
+    overrides, prune = list_options.pop_option(overrides, "search.prune", "predicted")
     base = search.base_config(overrides)
     store, runner = open_runner(base.store, force=force)
     runner.gpu_sku(base)

@@ -294,6 +294,15 @@ def _validate_compile_mode(cfg: BenchConfig) -> None:
         raise ConfigError("tricks.compile_mode", f"{tr.compile_mode} captures CUDA graphs, which do not work with "
                                                  f"parameters gathered on the fly ({strategy_label(cfg.strategy)}"
                                                  f"); allowed: default, max-autotune-no-cudagraphs")
+    if tr.compile_mode in CUDA_GRAPH_COMPILE_MODES and cfg.grad_accum > 1:
+        # A replayed graph writes its outputs into the same pool addresses each time; with several backward passes
+        # per optimizer step, gradients accumulated from one replay can be overwritten by the next (torch warns of
+        # outputs "overwritten by a subsequent run"). Until a GPU test shows gradients equal to eager, refuse it.
+        raise ConfigError("tricks.compile_mode", f"{tr.compile_mode} captures CUDA graphs, whose replays may "
+                                                 f"overwrite the previous micro-batch's gradients under gradient "
+                                                 f"accumulation ({cfg.grad_accum} micro-batches per step); allowed: "
+                                                 f"default, max-autotune-no-cudagraphs, or micro_batch = "
+                                                 f"{cfg.model.global_batch // cfg.world_size} (accumulation 1)")
 
 
 def _validate_fp8(cfg: BenchConfig) -> None:

@@ -19,6 +19,19 @@ def uses_cpu_adam(cfg: BenchConfig) -> bool:
     return cfg.strategy.offload_optimizer and cfg.hardware.gpu != "cpu"
 
 
+def reduces_every_micro_batch(cfg: BenchConfig) -> bool:
+    """Whether this DeepSpeed cell reduce-scatters gradients after every micro-batch rather than once per step.
+
+    ZeRO-2/3 partition gradients as backward produces them (engine.py: "ZeRO stage >= 2 communicates during non
+    gradient accumulation boundaries as well"). `engine.coalesce_grad_reduction()` defers that to one reduction per
+    step, but inside it DeepSpeed's gradient hooks return early and autograd sums the micro-batches into the
+    parameters' own `.grad`, which under bf16/fp16 is half precision: the fp32 accumulation every backend keeps would
+    be lost. So it is used in fp32 only; half-precision ZeRO-2/3 reduce every micro-batch (in fp32, into an fp32
+    accumulator), which is what DeepSpeed users run and costs accumulation × the traffic."""
+    return (cfg.strategy.backend == "deepspeed" and cfg.strategy.zero_stage >= 2 and cfg.precision != "fp32"
+            and cfg.grad_accum > 1)
+
+
 def deepspeed_config(cfg: BenchConfig, pin_memory: bool = True) -> dict[str, Any]:
     st, recipe = cfg.strategy, cfg.model.recipe
     zero: dict[str, Any] = {"stage": st.zero_stage, "overlap_comm": True, "contiguous_gradients": True}
@@ -34,6 +47,11 @@ def deepspeed_config(cfg: BenchConfig, pin_memory: bool = True) -> dict[str, Any
         "zero_optimization": zero,
         "bf16": {"enabled": cfg.precision == "bf16"},
         "fp16": {"enabled": cfg.precision == "fp16", "initial_scale_power": 16},
+        # Gradients accumulate and are reduced in fp32, as DDP (fp32 parameters under autocast) and FSDP2
+        # (reduce_dtype=fp32) do: without these DeepSpeed falls back to the model dtype (engine.get_data_types) and
+        # the communication dtype follows it, i.e. bf16 sums of every micro-batch and half the bytes on the wire.
+        "data_types": {"grad_accum_dtype": "fp32"},
+        "communication_data_type": "fp32",
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
         # On by default, and synchronized: the engine's throughput timer would synchronise the device at every

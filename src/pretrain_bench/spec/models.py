@@ -307,11 +307,23 @@ def num_params(m: ModelConfig) -> int:
 def flops_per_token(m: ModelConfig) -> float:
     """Model FLOPs per trained token (per image for vision models), forward + backward.
 
-    Language models: 6·N_matmul + 12·L·d·T, the convention of PaLM (Chowdhery et al. 2022, App. B) and Megatron-LM's
-    72·B·s·l·h² formula: N_matmul counts every weight that multiplies activations, including the output head and
-    excluding the embedding lookup; the attention term counts QKᵀ and AV over the full T×T score matrix (no causal
-    discount) for every query head, also under grouped-query attention (fewer K/V heads shrink N_matmul, not the
-    scores). Each family's function says what it counts beyond that (Mamba's scan, the vision stems). Recomputation
-    from activation checkpointing is *not* counted, so MFU reflects useful work only.
+    Language models: 6·N_matmul + 12·L·d·T, the convention of PaLM (Chowdhery et al. 2022, App. B), nanoGPT,
+    torchtitan and llm-foundry, and of Megatron-LM's original 72·B·s·l·h² formula (Narayanan et al. 2021):
+    N_matmul counts every weight that multiplies activations, including the output head and excluding the embedding
+    lookup; the attention term counts QKᵀ and AV over the full T×T score matrix (no causal discount) for every query
+    head, also under grouped-query attention (fewer K/V heads shrink N_matmul, not the scores). Megatron-LM today
+    halves the attention term under a causal mask: `causal_flops_per_token`. Each family's function says what it
+    counts beyond that (Mamba's scan, the vision stems). Recomputation from activation checkpointing is *not*
+    counted, so MFU reflects useful work only.
     """
     return family(m).flops_per_token(m)
+
+
+def causal_flops_per_token(m: ModelConfig) -> float:
+    """`flops_per_token` with the attention term halved for causal language models (only the lower triangle of the
+    scores is needed), as Megatron-LM's `num_floating_point_operations` counts today; other families attend to every
+    position, so their figure is unchanged."""
+    full = flops_per_token(m)
+    if m.family not in CAUSAL_LM_FAMILIES or not family(m).attends:
+        return full
+    return full - 6.0 * m.num_layers * m.hidden_size * m.seq_len

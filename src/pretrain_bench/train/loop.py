@@ -1,7 +1,7 @@
 """THE training loop, shared by every mode: whole optimizer steps, timed honestly.
 
-`data` is any batch source with `micro_batches(step, rank, world, micro_batch)` (data.py's synthetic tokens,
-masked tokens or images, or corpus.py's packed real text).
+`data` is any `BatchSource` (`micro_batches(step, rank, world, micro_batch)`): synthetic tokens, masked tokens or
+images (`synthetic.py`), or packed real text (`text_batches.py`).
 One step = every gradient-accumulation micro-batch (forward + backward, gradient sync only on the last) + clipping +
 optimizer + LR schedule. The clock starts after the device has finished all earlier work and stops after it has
 finished this step (`torch.cuda.synchronize`), so asynchronous kernel launches cannot hide GPU time. Reading the loss
@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pretrain_bench.train.strategies.base import Runtime, Strategy
-from pretrain_bench.train.synthetic import as_inputs
+from pretrain_bench.train.synthetic import BatchSource, as_inputs
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def global_mean(value: torch.Tensor, rt: Runtime) -> float:
     return float(value)
 
 
-def train(model: nn.Module, strategy: Strategy, data, rt: Runtime, micro_batch: int,
+def train(model: nn.Module, strategy: Strategy, data: BatchSource, rt: Runtime, micro_batch: int,
           n_steps: int, on_step: Callable[[StepLog], bool | None] | None = None) -> list[StepLog]:
     """Train for n_steps optimizer steps, or until `on_step` returns True (a target reached)."""
     logs = []

@@ -7,11 +7,20 @@ made on the compute device, so no host-to-device copy or data loader sits in the
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from pretrain_bench.config import ModelConfig
 
 IGNORE = -100  # label of positions without a loss (the transformers convention)
+
+
+class BatchSource(Protocol):
+    """What the training loop needs from its data: this rank's accumulation micro-batches of a step, each a token
+    tensor or a dict of model inputs. Synthetic sources here and real text (`text_batches.PackedBatches`) fit it."""
+
+    def micro_batches(self, step: int, rank: int, world: int, micro_batch: int) -> list[torch.Tensor | dict]: ...
 
 
 def as_inputs(batch: torch.Tensor | dict) -> dict:

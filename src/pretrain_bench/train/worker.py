@@ -8,6 +8,7 @@ so torchrun tears the others down instead of leaving them blocked in a collectiv
 from __future__ import annotations
 
 import datetime
+import gc
 import importlib.util
 import json
 import os
@@ -179,7 +180,8 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
                    "legacy_step_s": legacy.tolist()[warmup:] or legacy.tolist(),
                    "first_step_s": float(seconds[0]), "setup_s": setup_s, "timed_wall_s": wall_s,
                    "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
-                   "skipped_steps": sum(log.skipped for log in timed), **memory, "env": device_env(rt, cfg.model)}
+                   "skipped_steps": sum(log.skipped for log in timed), **memory, "env": device_env(rt, cfg.model),
+                   "grad_reduction": strategy.grad_reduction()}
     if tracker:
         measurement["target"] = tracker.result()
     if profiler:
@@ -203,9 +205,26 @@ def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> di
     return measurement
 
 
+# Allocation failures that are not torch.OutOfMemoryError: cuBLAS and cuDNN handles and workspaces, and NCCL's
+# buffers (`ncclUnhandledCudaError: Failed to CUDA calloc …`, host buffers via cudaHostAlloc). Lower case.
+OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "failed to cuda calloc",
+               "failed to cuda host alloc", "failed to cuda malloc")
+
+
+def _chain(exc: BaseException | None):
+    """The exception and what it was raised from or during: a DistBackendError often wraps the allocation failure."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def classify(exc: BaseException) -> str:
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "oom"
+    """A failure's status: `oom` makes the micro-batch search step down, `error` abandons the method."""
+    for e in _chain(exc):
+        if isinstance(e, torch.OutOfMemoryError) or any(m in str(e).lower() for m in OOM_MARKERS):
+            return "oom"
     if isinstance(exc, loop.Diverged):
         return "diverged"
     if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
@@ -213,33 +232,44 @@ def classify(exc: BaseException) -> str:
     return "error"
 
 
-def main(spec_path: str, out_dir: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    cfg = config.from_dict(spec["config"])
+def run_one(cfg: config.BenchConfig, rt: Runtime | None, spec: dict, out_dir: Path) -> tuple[dict, Runtime | None]:
+    """Measure one cell on this rank: (its status, the runtime for the next cell). Never raises."""
     rank = int(os.environ.get("RANK", 0))
     status: dict = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid()}
-    code = 0
     try:
-        rt = runtime(cfg)
+        rt = rt or runtime(cfg)
         if spec["mode"] == "hf-trainer":  # a peer framework on the same cell (`pretrain-bench peers`)
-            measurement = measure_hf_trainer(cfg, rt, out_dir)
+            measurement = measure_hf_trainer(cfg, rt, str(out_dir))
         else:
-            measurement = measure_cell(cfg, rt, spec["mode"], spec["corpus"], out_dir)
+            measurement = measure_cell(cfg, rt, spec["mode"], spec["corpus"], str(out_dir))
         status.update(status="ok", measurement=measurement if rank == 0 else None)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes this rank's recorded status
         status.update(status=classify(exc), error=f"rank {rank}: {type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=20))
         if isinstance(exc, loop.Diverged):
             status["step"] = exc.step
-        code = 1
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(status))
-    if code == 0:
-        dist.barrier()  # every rank's status file is written before any rank starts to exit
+    return status, rt
+
+
+def main(spec_path: str, out_dir: str) -> None:
+    """Run the launch's cells in turn (usually one), each writing one status file per rank."""
+    spec = json.loads(Path(spec_path).read_text())
+    cfgs = [config.from_dict(c) for c in spec["configs"]]
+    rt, code = None, 0
+    for i, cfg in enumerate(cfgs):
+        cell_dir = Path(out_dir) if len(cfgs) == 1 else Path(out_dir, f"cell{i}")
+        cell_dir.mkdir(exist_ok=True)
+        status, rt = run_one(cfg, rt, spec, cell_dir)
+        Path(cell_dir, f"rank{status['rank']}.json").write_text(json.dumps(status))
+        if status["status"] != "ok":
+            code = 1
+            break
+        dist.barrier()  # every rank's status file is written before any rank starts the next cell or exits
+        gc.collect()
     sys.stdout.flush()
     # Leave without running C++ destructors: gloo's teardown sometimes aborts the process ("terminate called without
     # an active exception") after all work is done, and torchrun would then report a finished cell as failed.
     os._exit(code)
-
 
 if __name__ == "__main__":
     main(*sys.argv[1:3])

@@ -60,11 +60,24 @@ class Strategy:
     def step(self) -> StepResult:
         raise NotImplementedError
 
+    def grad_reduction(self) -> dict:
+        """Read from the live objects: the dtype gradients accumulate in over micro-batches, the dtype they are
+        reduced in across ranks, and when the reduction happens."""
+        raise NotImplementedError
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
 
 class TorchStrategy(Strategy):
     """single, DDP and FSDP2: torch AdamW, LambdaLR, clip_grad_norm_, GradScaler for fp16, autocast for mixed."""
 
     uses_autocast = True  # FSDP2 casts through its MixedPrecisionPolicy instead
+    # DDP with gradient_as_bucket_view: `.grad` is a view into the communication buckets. Zeroing keeps it there;
+    # set_to_none would let the next backward (under no_sync) allocate a fresh `.grad` beside the buckets and copy it
+    # in at the sync: a second gradient copy at the peak.
+    grads_to_none = True
 
     def wrap(self, model: nn.Module) -> nn.Module:
         self.module = self.parallelize(model)
@@ -80,6 +93,11 @@ class TorchStrategy(Strategy):
 
     def make_scaler(self):
         return torch.amp.GradScaler(self.rt.device.type)
+
+    def grad_reduction(self) -> dict:
+        """Parameters stay fp32 under autocast, so their gradients accumulate, and DDP all-reduces them, in fp32."""
+        dtype = dtype_name(next(self.module.parameters()).dtype)
+        return {"accum_dtype": dtype, "reduce_dtype": dtype if self.rt.world > 1 else None, "when": "once per step"}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.uses_autocast and self.dtype != torch.float32:
@@ -104,6 +122,6 @@ class TorchStrategy(Strategy):
             skipped = self.scaler.get_scale() < scale
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=self.grads_to_none)
         self.scheduler.step()
         return StepResult(grad_norm=float(norm), skipped=skipped)

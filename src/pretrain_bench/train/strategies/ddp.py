@@ -11,6 +11,8 @@ from pretrain_bench.train.strategies.base import TorchStrategy
 
 
 class DDPStrategy(TorchStrategy):
+    grads_to_none = False  # keep `.grad` in the buckets (see TorchStrategy.grads_to_none)
+
     def parallelize(self, model: nn.Module) -> nn.Module:
         device_ids = [self.rt.local_rank] if self.rt.device.type == "cuda" else None
         # gradient_as_bucket_view: gradients live in the communication buckets (less memory, same math).

@@ -14,7 +14,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from pretrain_bench.spec import models
-from pretrain_bench.train.strategies.base import TorchStrategy
+from pretrain_bench.train.strategies.base import TorchStrategy, dtype_name
 
 
 class FSDPStrategy(TorchStrategy):
@@ -27,12 +27,19 @@ class FSDPStrategy(TorchStrategy):
         moving first would put the unsharded model on every GPU and into the recorded peak memory."""
         # An explicit device mesh: gloo on CPU tensors needs a CPU mesh even on machines that have a GPU.
         mesh = init_device_mesh(self.rt.device.type, (self.rt.world,))
-        policy = (MixedPrecisionPolicy() if self.dtype == torch.float32
-                  else MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=torch.float32))
+        self.policy = policy = (MixedPrecisionPolicy() if self.dtype == torch.float32
+                                else MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=torch.float32))
         reshard = self.cfg.strategy.reshard_after_forward
         for block in models.blocks(model, self.cfg.model):
             fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
         return fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+
+    def grad_reduction(self) -> dict:
+        """FSDP2 reduce-scatters in the policy's reduce_dtype and, without gradient sync, accumulates the unsharded
+        gradients in that dtype too (FSDPParam.to_accumulated_grad_if_needed upcasts them)."""
+        policy = self.policy
+        dtype = dtype_name(policy.reduce_dtype or policy.param_dtype or next(self.module.parameters()).dtype)
+        return {"accum_dtype": dtype, "reduce_dtype": dtype, "when": "once per step"}
 
     def make_scaler(self):
         from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler

@@ -6,12 +6,14 @@ scaling and mixed precision (its bf16/fp16 modes), so this class mostly forwards
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
-from pretrain_bench.spec.deepspeed_json import deepspeed_config, uses_cpu_adam
+from pretrain_bench.spec.deepspeed_json import deepspeed_config, reduces_every_micro_batch, uses_cpu_adam
 from pretrain_bench.train import speedups, tricks
-from pretrain_bench.train.strategies.base import StepResult, Strategy
+from pretrain_bench.train.strategies.base import StepResult, Strategy, dtype_name
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -36,7 +38,31 @@ class DeepSpeedStrategy(Strategy):
         if self.cfg.tricks.compile:
             self.engine.compile(compile_kwargs=speedups.compile_kwargs(self.cfg.tricks))
         self._skipped = self.engine.skipped_steps
+        # ZeRO-2/3 reduce after every backward; coalescing defers that to once per step where the math allows it
+        # (reduces_every_micro_batch says when it does not). ZeRO-1 reduces at the boundary anyway.
+        self.coalesce = (self.cfg.strategy.zero_stage >= 2 and self.cfg.grad_accum > 1
+                         and not reduces_every_micro_batch(self.cfg))
+        self._coalescing: contextlib.ExitStack | None = None
         return self.engine
+
+    def grad_reduction(self) -> dict:
+        _, accum = self.engine.get_data_types()
+        every = self.cfg.strategy.zero_stage >= 2 and not self.coalesce and self.cfg.grad_accum > 1
+        return {"accum_dtype": dtype_name(accum), "reduce_dtype": dtype_name(self.engine.communication_data_type),
+                "when": "every micro-batch" if every else "once per step"}
+
+    @contextlib.contextmanager
+    def micro_batch(self, is_last: bool):
+        """With coalescing, every backward of the step runs inside one `coalesce_grad_reduction` block, whose exit
+        after the last one reduces the step's gradients once."""
+        if self.coalesce and self._coalescing is None:
+            self.engine.set_gradient_accumulation_boundary(False)
+            self._coalescing = contextlib.ExitStack()
+            self._coalescing.enter_context(self.engine.coalesce_grad_reduction())
+        yield
+        if is_last and self._coalescing is not None:
+            self._coalescing.close()
+            self._coalescing = None
 
     def _inputs_in_weight_dtype(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """DeepSpeed's bf16/fp16 modes hold the weights themselves in half precision (no autocast), and cast inputs
@@ -47,10 +73,12 @@ class DeepSpeedStrategy(Strategy):
 
     def backward(self, loss, n_micro: int, is_last: bool) -> None:
         self.engine.backward(loss)
-        if not is_last:
+        if not is_last and not self.coalesce:
             self.engine.step()  # not at the accumulation boundary: DeepSpeed only advances its micro-step count
 
     def step(self) -> StepResult:
+        if self.coalesce:
+            self.engine.set_gradient_accumulation_boundary(True)  # one step() call per optimizer step
         self.engine.step()
         skipped = self.engine.skipped_steps > self._skipped
         self._skipped = self.engine.skipped_steps

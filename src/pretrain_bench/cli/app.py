@@ -1,0 +1,90 @@
+"""`pretrain-bench` command line: run, search, validate, sweep, status, target, profile, peers, numerics, ….
+
+Hydra overrides (`model=pythia-160m micro_batch=8 ...`) follow the sub-command. Config problems exit with status 2
+and one paragraph naming the key, before any worker process starts. Each command lives in the module of its family;
+this one only parses arguments and dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pretrain_bench import config
+from pretrain_bench.analysis import export, report
+from pretrain_bench.bench import sweep
+from pretrain_bench.bench.store import Store
+from pretrain_bench.cli import compare, measure, predict, results
+from pretrain_bench.cli import search as search_cmd
+from pretrain_bench.cli import sweep as sweep_cmd
+
+
+def parser() -> argparse.ArgumentParser:
+    """Sub-commands; each sets `handler`, a function of the parsed arguments."""
+    p = argparse.ArgumentParser(prog="pretrain-bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str, overrides: str | None, force: bool, handler) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help)
+        if overrides:
+            cmd.add_argument("overrides", nargs="*", help=overrides)
+        if force:
+            cmd.add_argument("--force", action="store_true", help="measure again what the store already has")
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    command("run", "benchmark one cell: model × hardware × strategy × tricks × micro-batch",
+            "Hydra overrides, e.g. model=pythia-160m strategy=fsdp", True,
+            lambda a: measure.cmd_run(a.overrides, a.force))
+    command("search", "fastest method that fits for one model and hardware",
+            "model=… hardware=… methods=naive|free-lunch|all [strategies=[ddp,zero2]] and overrides", True,
+            lambda a: search_cmd.cmd_search(a.overrides, a.force))
+    command("target", "train until a validation loss is reached; compare methods at equal quality",
+            "model=… data=stdlib target.loss=… target.eval_every=… [target.seeds=N] "
+            "[methods=[free-lunch,naive,zero2:free-lunch]]", True, lambda a: measure.cmd_target(a.overrides, a.force))
+    val = command("validate", "run a cell for `steps` real steps and check the extrapolation",
+                  "the cell's overrides, with steps=N (e.g. steps=50)", True,
+                  lambda a: measure.cmd_validate(a.overrides, a.force, a.reference_steps))
+    val.add_argument("--reference-steps", type=int, default=10, help="timed steps of the short reference run")
+    swp = command("sweep", "a grid of model × hardware searches, resumable, local or on SLURM",
+                  "model=a,b hardware=x,y methods=… [sweep=paper] [hydra/launcher=slurm hydra.launcher.partition=…]",
+                  False, lambda a: sweep_cmd.cmd_sweep(a.overrides, a.store, a.dry_run))
+    swp.add_argument("--dry-run", action="store_true", help="show the cells that would be launched, launch none")
+    sts = command("status", "done / running / failed / missing cells of a sweep",
+                  "the sweep's overrides (as given to `sweep`)", False,
+                  lambda a: sweep_cmd.cmd_status(sweep.expand(a.overrides)[0], Store(a.store)))
+    command("profile", "profiler trace and time breakdown of one cell's timed steps",
+            "the cell's overrides, as for `run`", False, lambda a: measure.cmd_profile(a.overrides))
+    command("numerics", "loss curves of faster methods against the baseline's seed-to-seed spread (table + PNG)",
+            "model=… hardware=… steps=200 methods=[free-lunch-flce,free-lunch-fp8] [baseline=bf16] [seeds=3] "
+            "and overrides", True, lambda a: compare.cmd_numerics(a.overrides, a.force))
+    command("peers", "HF Trainer (free-lunch TrainingArguments) vs our best method, alternating runs, with the ratio",
+            "model=… hardware=… [micro_batch=…] [peers.repeats=2] [tricks=…] and overrides", False,
+            lambda a: compare.cmd_peers(a.overrides))
+    rep = command("reproduce", "published training-time claims vs the hardware's peak and our records", None, False,
+                  lambda a: results.cmd_reproduce(a.store, a.claims))
+    rep.add_argument("--claims", default=str(config.CONFIG_DIR.parent / "results" / "reference" / "claims.csv"))
+    tab = command("table", "comparison table of the records in a store", None, False,
+                  lambda a: results.cmd_table(a.store, a.format))
+    tab.add_argument("--format", choices=report.FORMATS, default="md")
+    exp = command("export", "the best measured method as a Hugging Face, DeepSpeed or accelerate config",
+                  "model=<name> hardware=<name>", False,
+                  lambda a: results.cmd_export(a.overrides, a.store, a.to, a.out))
+    exp.add_argument("--to", choices=export.TARGETS, default="hf")
+    exp.add_argument("--out", default="exports", help="directory to write into")
+    plt = command("plot", "PNG plots of the records in a store", None, False,
+                  lambda a: results.cmd_plot(a.store, a.out))
+    plt.add_argument("--out", default="plots", help="directory to write into")
+    for cmd in (swp, sts, rep, tab, exp, plt):
+        cmd.add_argument("--store", default="bench-results")
+    predict.register(sub)  # predict, plan, calibrate, predict-check
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (config.ConfigError, PermissionError) as e:
+        print(f"pretrain-bench: {e}", file=sys.stderr)
+        return 2
