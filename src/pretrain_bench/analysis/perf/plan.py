@@ -14,6 +14,7 @@ from pretrain_bench.analysis.perf.step import StepTime, predict_step
 from pretrain_bench.analysis.perf.workload import Workload
 from pretrain_bench.config import divisors
 from pretrain_bench.spec import gpus
+from pretrain_bench.spec.models import CAUSAL_LM_FAMILIES
 
 SECONDS_PER_DAY = 86_400
 AMORTISATION_YEARS = 5
@@ -102,7 +103,7 @@ def methods(base: Workload, recipe_precision: str, trick_sets: tuple[str, ...] =
     for tricks in trick_sets:
         tricked = free_lunch(base, recipe_precision) if tricks == "free-lunch" else naive(base)
         for every, fused in RUNGS if tricks == "free-lunch" else NAIVE_RUNGS:
-            fused = fused and not base.model.is_vision  # no causal-LM head to fuse
+            fused = fused and base.model.family in CAUSAL_LM_FAMILIES  # only a causal LM's head is fused
             for s in strategies:
                 if (tricks, every, fused, s) not in seen:
                     seen.add((tricks, every, fused, s))
