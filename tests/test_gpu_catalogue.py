@@ -9,7 +9,7 @@ def test_every_entry_has_its_datasheet_numbers():
     assert {"h100", "h100-nvl", "h800", "h200", "h200-nvl", "gh200", "b200", "l4", "a10g", "a40", "rtx6000-ada",
             "rtx5090", "a100-40gb", "a100-80gb", "rtx3090", "v100", "cpu"} <= set(gpus.CATALOGUE)
     for spec in gpus.CATALOGUE.values():
-        if spec.key == "cpu":
+        if spec.key in ("cpu", "unknown"):
             continue
         assert spec.memory_bandwidth > 1e11 and spec.pcie_bandwidth > 0 and spec.source, spec.key
         assert spec.peak("fp16") >= spec.peak("fp32") > 0, spec.key
@@ -35,3 +35,36 @@ def test_identify_takes_the_most_specific_entry(device, key):
 def test_unknown_key_lists_the_known_ones():
     with pytest.raises(KeyError, match="known: .*h100"):
         gpus.gpu("h1000")
+
+
+def fake_machine(monkeypatch, device: str) -> None:
+    """This machine shows one CUDA GPU named `device` (launch detects it in a subprocess)."""
+    import subprocess
+    import types
+
+    from pretrain_bench.bench import launch
+
+    monkeypatch.setattr(launch.subprocess, "run",
+                        lambda *a, **k: types.SimpleNamespace(stdout=f"1\n{device}\n") if "-c" in a[0]
+                        else subprocess.run(*a, **k))
+
+
+def test_an_unknown_gpu_runs_with_a_warning_and_its_peak_if_given(monkeypatch, capsys):
+    from pretrain_bench import config
+    from pretrain_bench.analysis import record
+    from pretrain_bench.bench import launch
+
+    fake_machine(monkeypatch, "NVIDIA Some Future GPU")
+    with pytest.raises(config.ConfigError, match="unknown .runs with a warning"):
+        launch.detect_gpu(config.compose(["hardware=1xh100"]))
+    cfg = config.compose(["hardware=1xh100", "hardware.gpu=unknown", "model=pythia-160m", "tricks=free-lunch"])
+    assert launch.detect_gpu(cfg) == "unknown" and "MFU stays empty" in capsys.readouterr().err
+    env = {"gpu_sku": None}
+    m = {"step_s": [1.0] * 5, "legacy_step_s": [1.0] * 5, "first_step_s": 1.0, "setup_s": 1.0, "timed_wall_s": 5.0,
+         "losses": [10.0], "grad_norms": [1.0], "skipped_steps": 0, "peak_mem_bytes": 2**30, "mem_kind": "x"}
+    assert record.make_record(cfg, "k", "ok", None, m, env)["flops"]["mfu"] is None
+    given = config.compose(["hardware=1xh100", "hardware.gpu=unknown", "hardware.peak_tflops=500",
+                            "model=pythia-160m", "tricks=free-lunch"])
+    assert record.make_record(given, "k", "ok", None, m, env)["flops"]["peak_per_device"] == 500e12
+    with pytest.raises(config.ConfigError, match="hardware.peak_tflops"):
+        config.compose(["hardware=1xh100", "hardware.peak_tflops=-1"])

@@ -165,6 +165,7 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     tokens_per_s = tokens_per_step / stats["median"]
     spec = gpus.gpu(env.get("gpu_sku") or cfg.hardware.gpu)
     dtype = gpus.peak_dtype(cfg.precision, cfg.tricks.tf32)
+    peak = cfg.hardware.peak_tflops * 1e12 if cfg.hardware.peak_tflops else spec.peak(dtype)
     per_token, causal = models.flops_per_token(cfg.model), models.causal_flops_per_token(cfg.model)
     legacy_method = "host clock, no device sync, first micro-batch × accumulation + optimizer call"
     out["timing"] = {
@@ -182,11 +183,11 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
                          "sequences_per_s": cfg.model.global_batch / stats["median"], "unit": cfg.model.unit}
     out["flops"] = {"per_token": per_token, "formula": f"models.flops_per_token ({cfg.model.family}), per "
                                                       f"{cfg.model.unit}",
-                    "peak_dtype": dtype, "peak_per_device": spec.peak(dtype),
-                    "mfu": step_stats.mfu(per_token, tokens_per_s, spec.peak(dtype), cfg.world_size),
+                    "peak_dtype": dtype, "peak_per_device": peak,
+                    "mfu": step_stats.mfu(per_token, tokens_per_s, peak, cfg.world_size),
                     # Megatron-LM's convention (causal attention counted as half the scores), for its published MFUs
-                    "per_token_causal": causal, "mfu_causal": step_stats.mfu(causal, tokens_per_s, spec.peak(dtype),
-                                                                             cfg.world_size)}
+                    "per_token_causal": causal,
+                    "mfu_causal": step_stats.mfu(causal, tokens_per_s, peak, cfg.world_size)}
     return out
 
 

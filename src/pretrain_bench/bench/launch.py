@@ -54,10 +54,16 @@ def detect_gpu(cfg: BenchConfig) -> str:
         raise ConfigError("hardware", f"{hw.name} needs {hw.gpus_per_node} CUDA GPUs, this machine shows {count}; "
                                       f"allowed here: cpu-1, cpu-2" + (f", or up to {count}x GPUs" if count else ""))
     sku = gpus.identify(name)
+    if hw.gpu == "unknown":
+        print(f"pretrain-bench: warning: running {name!r} as an unknown GPU"
+              f"{f' (the catalogue knows it as {sku!r})' if sku else ''}: MFU stays empty unless "
+              f"hardware.peak_tflops is given", file=sys.stderr)
+        return "unknown"
     if sku != hw.gpu:
         raise ConfigError("hardware.gpu", f"the config says {hw.gpu!r} but this machine's GPU is {name!r} "
                                           f"(catalogue key {sku!r}); MFU and cost would use the wrong peak. "
-                                          f"Allowed values: {sku or 'add this GPU to gpus.CATALOGUE'}")
+                                          f"Allowed values: {sku or 'unknown (runs with a warning), or add '}"
+                                          f"{'' if sku else 'configs/gpu/<key>.yaml with its datasheet figures'}")
     return sku
 
 

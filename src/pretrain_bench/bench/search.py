@@ -153,7 +153,7 @@ def candidates(cfg: BenchConfig, methods: str,
             rule = "R1"
         elif cfg.world_size > 1 and m.strategy == "single":
             rule = "R2"
-        elif m.tricks != "naive" and cfg.model.recipe.precision == "bf16" and spec.arch != "cpu" \
+        elif m.tricks != "naive" and cfg.model.recipe.precision == "bf16" and spec.arch not in ("cpu", "unknown") \
                 and not spec.supports_bf16:
             rule = "R3"
         (pruned.append(Outcome(m, "pruned", reason=f"{rule}: {RULES[rule]}")) if rule else kept.append(m))

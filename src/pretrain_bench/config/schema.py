@@ -119,6 +119,7 @@ class HardwareConfig:
     nodes: int = 1
     price_per_hour: float | None = None  # overrides the catalogue's cloud price (USD per GPU-hour)
     purchase_price: float | None = None  # overrides the catalogue's purchase price (USD per GPU)
+    peak_tflops: float | None = None  # dense peak of the compute dtype, overriding the catalogue's (gpu=unknown: MFU)
 
     @property
     def world_size(self) -> int:

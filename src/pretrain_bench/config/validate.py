@@ -132,7 +132,9 @@ def validate_tricks(cfg: BenchConfig) -> None:
     _one_of("tricks.precision", tr.precision, TRICK_PRECISIONS)
     _one_of("tricks.attention", tr.attention, ATTENTIONS)
     spec = gpus.gpu(hw.gpu)
-    if cfg.precision == "bf16" and spec.arch not in ("cpu",) and not spec.supports_bf16:
+    if hw.peak_tflops is not None and not hw.peak_tflops > 0:
+        raise ConfigError("hardware.peak_tflops", f"must be a dense peak in TFLOP/s > 0, got {hw.peak_tflops}")
+    if cfg.precision == "bf16" and spec.arch not in ("cpu", "unknown") and not spec.supports_bf16:
         raise ConfigError("tricks.precision", f"bf16 needs an Ampere or newer GPU; {spec.name} supports: "
                                               f"{', '.join(d for d in spec.peak_flops if d != 'fp8')}")
     if cfg.precision == "fp16" and st.backend == "deepspeed" and hw.gpu == "cpu":

@@ -129,7 +129,7 @@ def plan(base: Workload, recipe_precision: str, recipe_steps: int, keys: list[st
          store_dir: str | None = None) -> list[tuple[str, int, int, Answer | None]]:
     """(GPU key, GPUs per node, nodes, best answer or None) over the catalogue's GPUs and LAYOUTS."""
     rows = []
-    for key in keys or [k for k in gpus.CATALOGUE if k != "cpu"]:
+    for key in keys or [k for k, spec in gpus.CATALOGUE.items() if spec.peak_flops]:  # datasheet GPUs only
         gpu = gpus.gpu(key)
         precision = recipe_precision if recipe_precision != "bf16" or gpu.supports_bf16 else "fp16"
         for per_node, nodes in LAYOUTS:
