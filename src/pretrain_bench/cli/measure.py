@@ -7,8 +7,8 @@ import json
 
 from pretrain_bench import config
 from pretrain_bench.analysis import record, report
-from pretrain_bench.cli.common import open_runner, summary
-from pretrain_bench.config import options
+from pretrain_bench.cli.common import CRASH, CRASHES, FINDING, exit_status, open_runner, summary
+from pretrain_bench.config import cli_options as options
 
 
 def cmd_run(overrides: list[str], force: bool) -> int:
@@ -24,7 +24,7 @@ def cmd_run(overrides: list[str], force: bool) -> int:
     result = runner.measure(cfg)
     print(summary(result))
     print(f"record {result['key']} appended to {store.path}")
-    return 0 if result["status"] == "ok" and result["valid"] else 1
+    return exit_status([result])
 
 
 def cmd_validate(overrides: list[str], force: bool, reference_steps: int) -> int:
@@ -34,11 +34,11 @@ def cmd_validate(overrides: list[str], force: bool, reference_steps: int) -> int
     reference = runner.measure(dataclasses.replace(cfg, steps=reference_steps))
     print(f"reference ({reference_steps} timed steps): {summary(reference)}", flush=True)
     if reference["status"] != "ok":
-        return 1
+        return exit_status([reference])
     long = runner.measure(cfg, kind="validate")
     if long["status"] != "ok":
         print(f"validation run: {summary(long)}")
-        return 1
+        return exit_status([long])
     measured = long["timing"]["timed_wall_s"]
     predicted = cfg.steps * reference["timing"]["honest_stats"]["median"]
     legacy = cfg.steps * reference["timing"]["legacy"]["stats"]["median"]
@@ -58,7 +58,7 @@ def cmd_profile(overrides: list[str]) -> int:
     result = runner.measure(cfg, kind="profile")
     if result["status"] != "ok":
         print(summary(result))
-        return 1
+        return CRASH if result["status"] in CRASHES else FINDING
     prof = result["profile"]
     wall = prof["wall_s"]
     print(f"{summary(result).splitlines()[0]}\nwhere the {cfg.steps} timed steps' {wall:.3f} s went on rank 0 "
@@ -78,7 +78,7 @@ def cmd_target(overrides: list[str], force: bool) -> int:
     if base.target.loss is None:
         raise config.ConfigError("target.loss", "is required, e.g. target.loss=3.5")
     store, runner = open_runner(base.store, force=force)
-    rows = []
+    rows, everything = [], []
     for method in ([m.strip() for m in methods.strip("[]").split(",")] if methods else [None]):
         method_overrides = [] if method is None else options.method_to_overrides(method)
         records = []
@@ -87,8 +87,9 @@ def cmd_target(overrides: list[str], force: bool) -> int:
             records.append(runner.measure(cfg, kind="target"))
             print(summary(records[-1]), flush=True)
         rows.append(report.target_row(method or config.tricks_label(base.tricks), records))
+        everything += records
     print(report.target_table(rows), end="")
     out = store.root / f"target-{base.model.name}-{base.hardware.name}.json"
     out.write_text(json.dumps(rows, indent=2))
     print(f"summary: {out}")
-    return 0 if all(r["reached"] == r["runs"] for r in rows) else 1
+    return exit_status(everything)

@@ -8,16 +8,17 @@ from pathlib import Path
 from pretrain_bench import config
 from pretrain_bench.analysis import export, plot, record, report, reproduce
 from pretrain_bench.bench.store import Store
-from pretrain_bench.cli.common import summary
+from pretrain_bench.cli.common import BAD_INPUT, FINDING, OK, summary
 
 
-def cmd_table(store: str, fmt: str) -> int:
-    records = list(Store(store).latest().values())
+def cmd_table(store: str, fmt: str, filters: dict[str, str | None]) -> int:
+    records = report.select(list(Store(store).latest().values()), **filters)
     if not records:
-        print(f"no records in {store}", file=sys.stderr)
-        return 1
+        wanted = ", ".join(f"{k}={v}" for k, v in filters.items() if v)
+        print(f"no records in {store}" + (f" with {wanted}" if wanted else ""), file=sys.stderr)
+        return BAD_INPUT
     print(report.table(records, fmt), end="")
-    return 0
+    return OK
 
 
 def cmd_export(overrides: list[str], store_dir: str, to: str, out_dir: str) -> int:
@@ -50,7 +51,7 @@ def cmd_plot(store_dir: str, out_dir: str) -> int:
             written += 1
         except ValueError as e:
             print(f"skipped {name}: {e}", file=sys.stderr)
-    return 0 if written else 1
+    return OK if written else FINDING
 
 
 def cmd_reproduce(store_dir: str, claims_path: str) -> int:
