@@ -21,13 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain_bench.config import BenchConfig, ConfigError, to_dict
-from pretrain_bench.spec import gpus
+from pretrain_bench.config import BenchConfig, to_dict
 
 # The most specific failure among the ranks names the cell's status.
 FAILURE_PRIORITY = ("oom", "diverged", "timeout", "error")
-_DETECT = ("import torch; n = torch.cuda.device_count(); print(n); "
-           "print(torch.cuda.get_device_name(0) if n else '')")
 
 
 @dataclass
@@ -36,29 +33,6 @@ class CellOutcome:
     error: str | None
     measurement: dict | None
     failed_step: int | None = None
-
-
-def detect_gpu(cfg: BenchConfig) -> str:
-    """The catalogue key of this machine's GPU, checked against the config before any worker starts."""
-    hw = cfg.hardware
-    if hw.gpu == "cpu":
-        return "cpu"
-    if hw.nodes > 1 and cfg.multinode == "srun" and "SLURM_JOB_ID" not in os.environ:
-        raise ConfigError("hardware.nodes", f"{hw.name} spans {hw.nodes} nodes: run it inside a SLURM allocation of "
-                                            f"{hw.nodes} nodes (`pretrain-bench sweep … hydra/launcher=slurm`); "
-                                            "allowed here: single-node hardware")
-    # In a subprocess, so that this process never creates a CUDA context (which would hold GPU memory).
-    out = subprocess.run([sys.executable, "-c", _DETECT], capture_output=True, text=True, check=True).stdout.split("\n")
-    count, name = int(out[0]), out[1].strip()
-    if count < hw.gpus_per_node:
-        raise ConfigError("hardware", f"{hw.name} needs {hw.gpus_per_node} CUDA GPUs, this machine shows {count}; "
-                                      f"allowed here: cpu-1, cpu-2" + (f", or up to {count}x GPUs" if count else ""))
-    sku = gpus.identify(name)
-    if sku != hw.gpu:
-        raise ConfigError("hardware.gpu", f"the config says {hw.gpu!r} but this machine's GPU is {name!r} "
-                                          f"(catalogue key {sku!r}); MFU and cost would use the wrong peak. "
-                                          f"Allowed values: {sku or 'add this GPU to gpus.CATALOGUE'}")
-    return sku
 
 
 def worker_env(cfg: BenchConfig) -> dict[str, str]:

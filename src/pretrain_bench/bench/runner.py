@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain_bench.analysis import record
-from pretrain_bench.bench import launch, tracking
+from pretrain_bench.bench import launch, probe, tracking
 from pretrain_bench.bench.store import Store
 from pretrain_bench.config import BenchConfig
 
@@ -37,7 +37,7 @@ class Runner:
         """The machine's GPU, checked against the config once per hardware layout (before any worker starts)."""
         name = cfg.hardware.name
         if name not in self._skus:
-            self._skus[name] = launch.detect_gpu(cfg)
+            self._skus[name] = probe.detect_gpu(cfg)
         return self._skus[name]
 
     def key(self, cfg: BenchConfig) -> str:

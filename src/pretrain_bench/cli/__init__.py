@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
             lambda a: compare.cmd_peers(a.overrides))
     rep = command("reproduce", "published training-time claims vs the hardware's peak and our records", None, False,
                   lambda a: results.cmd_reproduce(a.store, a.claims))
-    rep.add_argument("--claims", default=str(config.CONFIG_DIR.parent / "results" / "reference" / "claims.csv"))
+    rep.add_argument("--claims", default=str(config.shipped("reference", "results/reference") / "claims.csv"))
     tab = command("table", "comparison table of the records in a store", None, False,
                   lambda a: results.cmd_table(a.store, a.format, {k: getattr(a, k) for k in report.FILTERS}))
     tab.add_argument("--format", choices=report.FORMATS, default="md")
