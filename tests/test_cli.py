@@ -180,11 +180,22 @@ def test_export_writes_the_best_method_and_plot_draws_the_store(tmp_path):
     done = bench("export", "model=pythia-1b", "hardware=1xh100", "--to", "hf", "--store", str(store.root),
                  "--out", str(out))
     assert done.returncode == 0, done.stderr
-    exported = json.loads((out / "training_args.json").read_text())
-    assert exported["training_arguments"]["per_device_train_batch_size"] == 16  # the faster of the two
+    [written] = out.glob("pythia-1b_1xh100_single_free-lunch_mb16_*.training_args.json")
+    assert json.loads(written.read_text())["per_device_train_batch_size"] == 16  # the faster of the two
+    assert len(list(out.glob("*.hf-notes.md"))) == 1
+    store.append(make([600.0] * 5, ("model=pythia-1b", "hardware=1xh100", "tricks=naive", "micro_batch=8")))
+    slower = bench("export", "model=pythia-1b", "hardware=1xh100", "tricks=naive", "--store", str(store.root),
+                   "--out", str(out))  # narrowed to the naive records
+    assert slower.returncode == 0 and "_naive_mb8_" in slower.stdout, slower.stderr
+    assert len(list(out.glob("*.training_args.json"))) == 2  # the second export does not overwrite the first
+    key = next(r["key"] for r in store.records()
+               if (r["cell"]["tricks"], r["cell"]["micro_batch"]) == ("free-lunch", 8))
+    by_key = bench("export", f"key={key[:10]}", "--to", "accelerate", "--store", str(store.root), "--out", str(out))
+    assert by_key.returncode == 0 and f"_mb8_{key[:8]}.accelerate.yaml" in by_key.stdout
     refused = bench("export", "model=pythia-1b", "hardware=1xh100", "--to", "deepspeed", "--store", str(store.root))
     assert refused.returncode == 2 and "zero2" in refused.stderr
     missing = bench("export", "model=pythia-410m", "hardware=1xh100", "--store", str(store.root))
-    assert missing.returncode == 1 and "pretrain-bench search" in missing.stderr
+    assert missing.returncode == 2 and "pretrain-bench search" in missing.stderr
+    assert bench("export", "key=zzzzzz", "--store", str(store.root)).returncode == 2
     drawn = bench("plot", "--store", str(store.root), "--out", str(tmp_path / "plots"))
     assert drawn.returncode == 0 and (tmp_path / "plots" / "days_vs_gpus.png").stat().st_size > 0

@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("overrides", nargs="*", help=overrides)
             # SUPPRESS: a sub-command's default must not erase a --config-dir given before the sub-command
             cmd.add_argument("--config-dir", action="append", default=argparse.SUPPRESS, help=CONFIG_DIR_HELP)
+        if overrides and name not in ONE_CONFIG_EXCEPT:
             cmd.add_argument("--print-config", action="store_true",
                              help="print the resolved config (YAML) and exit without running anything")
         if force:
@@ -77,8 +78,9 @@ def parser() -> argparse.ArgumentParser:
     tab.add_argument("--format", choices=report.FORMATS, default="md")
     for key in report.FILTERS:
         tab.add_argument(f"--{key}", help=f"only records of this {key} (its name as in the table)")
-    exp = command("export", "the best measured method as a Hugging Face, DeepSpeed or accelerate config",
-                  "model=<name> hardware=<name>", False,
+    exp = command("export", "a measured method as a Hugging Face, DeepSpeed or accelerate config",
+                  "model=<name> hardware=<name> [strategy=…] [tricks=…] (the fastest such record), or key=<record>",
+                  False,
                   lambda a: results.cmd_export(a.overrides, a.store, a.to, a.out))
     exp.add_argument("--to", choices=export.TARGETS, default="hf")
     exp.add_argument("--out", default="exports", help="directory to write into")
@@ -93,6 +95,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+ONE_CONFIG_EXCEPT = ("sweep", "status", "export")  # a grid of configs, or record selectors: nothing to print
 CONFIG_DIR_HELP = ("a directory of your own configs laid out as configs/ (model/, hardware/, …), searched after the "
                    "package's: a new model or hardware layout is one YAML file there (repeatable)")
 
