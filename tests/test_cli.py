@@ -114,12 +114,16 @@ def test_reproduce_puts_our_figure_beside_each_claim(tmp_path):
 
 @pytest.mark.distributed
 def test_profile_writes_traces_and_a_breakdown(tmp_path):
-    done = bench("profile", "model=tiny", "hardware=cpu-2", "strategy=ddp", "steps=5", "warmup_steps=1",
-                 f"store={tmp_path}")
+    done = bench("profile", "model=tiny", "hardware=cpu-2", "strategy=ddp", "model.global_batch=16", "steps=5",
+                 "warmup_steps=3", f"store={tmp_path}")
     assert done.returncode == 0, done.stderr + done.stdout
     [r] = Store(tmp_path).records()
     prof = r["profile"]
     assert r["kind"] == "profile" and not r["valid"]  # profiler overhead: never ranked
+    # Two steps after two warm-up ones, at accumulation 2 instead of the cell's 4: a trace that stays small.
+    assert r["cell"]["grad_accum"] == 2 and r["timing"]["stats"]["n"] == 2 and len(r["losses"]) == 4
+    assert "at micro-batch 2 × accumulation 2 (the cell's is 4: global batch 8 instead of 16)" in done.stdout
+    assert done.stdout.count("trace_rank") == 2 and "https://ui.perfetto.dev" in done.stdout
     assert prof["seconds"]["matmul"] > 0 and prof["seconds"]["communication"] > 0
     # Self times, not inclusive ones: the main thread's categories fit in the wall time. Communication runs on gloo's
     # thread, overlapping them, so the sum of all categories may exceed it.
