@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pretrain_bench.bench.progress import Watcher, following
 from pretrain_bench.config import BenchConfig, to_dict
 
 # The most specific failure among the ranks names the cell's status.
@@ -77,11 +78,11 @@ def node_commands(cfg: BenchConfig, worker: list[str], run_id: str) -> list[list
 
 
 def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
-             corpus: Path | None = None) -> CellOutcome:
+             corpus: Path | None = None, watcher: Watcher | None = None) -> CellOutcome:
     """Launch the ranks of one cell, wait at most cfg.timeout_s, and read the ranks' status files.
 
     `work_dir` receives the cell spec, one status file per rank and the log; it must be on a file system that every
-    node sees (the store is) when the cell spans nodes.
+    node sees (the store is) when the cell spans nodes. A watcher hears the log's lines while the ranks run.
     """
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
@@ -89,7 +90,10 @@ def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
     spec.write_text(json.dumps({"config": to_dict(cfg), "mode": mode, "corpus": corpus and str(corpus)}))
     worker = ["-m", "pretrain_bench.train.worker", str(spec), str(work_dir)]
     commands = node_commands(cfg, worker, run_id=hashlib.sha1(str(work_dir).encode()).hexdigest()[:12])
-    with open(work_dir / "log.txt", "w") as log, _signals_raise():
+    log_path = work_dir / "log.txt"
+    log_path.touch()  # before the follower starts, so that it never waits on a file a crash never wrote
+    with (open(log_path, "w") as log, _signals_raise(),
+          following(log_path, watcher) if watcher else contextlib.nullcontext()):
         # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
         procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
                                   start_new_session=True) for cmd in commands]

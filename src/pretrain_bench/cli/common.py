@@ -25,11 +25,14 @@ def exit_status(records: list[dict]) -> int:
     return OK if all(r["status"] == "ok" and r["valid"] for r in records) else FINDING
 
 
-def open_runner(store_dir: str, force: bool) -> tuple[Store, Runner]:
-    """The store (checked writable before any measurement) and a runner that reuses its final records."""
+def open_runner(store_dir: str, force: bool, live: bool = True) -> tuple[Store, Runner]:
+    """The store (checked writable before any measurement) and a runner that reuses its final records and, if `live`,
+    shows each cell's progress as it runs (a command with its own live display says False)."""
+    from pretrain_bench.cli.progress import LiveWatcher
+
     store = Store(store_dir)
     store.check_writable()
-    return store, Runner(store, force=force)
+    return store, Runner(store, force=force, **({"watcher": LiveWatcher()} if live else {}))
 
 
 def summary(r: dict) -> str:

@@ -16,7 +16,7 @@ def cmd_search(overrides: list[str], force: bool) -> int:
     overrides, methods = options.pop_option(overrides, "methods", "free-lunch")
     overrides, strategies = options.pop_option(overrides, "strategies", None)
     base = search.base_config(overrides)
-    store, runner = open_runner(base.store, force=force)
+    store, runner = open_runner(base.store, force=force, live=False)  # its own progress bar over methods
     runner.gpu_sku(base)
     allowed = [s.strip() for s in strategies.strip("[]").split(",")] if strategies else None
     methods_to_try, pruned = search.candidates(base, methods, allowed)
