@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from pretrain_bench import config
 from pretrain_bench.bench import search
 from pretrain_bench.bench.store import Store
-from pretrain_bench.config.list_options import split_list
+from pretrain_bench.config.cli_options import split_list
 
 STATES = ("pending", "running", "done", "failed")
 CPUS_PER_GPU = 8  # default SLURM cpus_per_task per GPU of the cell

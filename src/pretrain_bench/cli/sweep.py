@@ -9,6 +9,7 @@ import threading
 
 from pretrain_bench.bench import sweep
 from pretrain_bench.bench.store import Store
+from pretrain_bench.cli.common import FINDING
 
 
 def cmd_sweep(overrides: list[str], store_dir: str, dry_run: bool) -> int:
@@ -77,4 +78,4 @@ def cmd_status(cells: list, store: Store) -> int:
             detail = st.get("best_method") or st.get("error") or ""
             elapsed = f" {st['elapsed_s'] / 60:.1f} min" if st.get("elapsed_s") else ""
             print(f"  {state:8s} {cell['model']} on {cell['hardware']} ({cell['methods']}){elapsed} {detail}")
-    return 0 if len(by_state["done"]) == len(cells) else 1
+    return 0 if len(by_state["done"]) == len(cells) else FINDING

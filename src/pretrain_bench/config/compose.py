@@ -24,7 +24,48 @@ from pretrain_bench.config.schema import (
 )
 from pretrain_bench.config.validate import validate
 
-CONFIG_DIR = Path(os.environ.get("PRETRAIN_BENCH_CONFIGS", Path(__file__).resolve().parents[3] / "configs"))
+_PACKAGE = Path(__file__).resolve().parents[1]
+USER_DIRS_ENV = "PRETRAIN_BENCH_CONFIG_DIRS"  # the user's own config directories (`--config-dir`), os.pathsep-separated
+
+
+def shipped(packaged: str, checkout: str) -> Path:
+    """Data that a wheel ships inside the package (`pretrain_bench/<packaged>`, copied there by setup.py's build) and
+    that a checkout or an editable install reads where users look for it, at the top of the repository."""
+    inside = _PACKAGE / packaged
+    return inside if inside.is_dir() else _PACKAGE.parents[1] / checkout
+
+
+CONFIG_DIR = Path(os.environ.get("PRETRAIN_BENCH_CONFIGS") or shipped("configs", "configs"))
+
+
+def add_config_dir(path: str | Path) -> Path:
+    """Add a user's config directory (same layout: `model/`, `hardware/`, …) to every later composition, in this
+    process and in the processes it starts (sweep jobs inherit the environment)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError("--config-dir", f"{path} is not a directory; give a directory laid out as configs/ "
+                                          f"(model/, hardware/, strategy/, tricks/, …)")
+    dirs = [str(d) for d in user_config_dirs()]
+    if str(path) not in dirs:
+        os.environ[USER_DIRS_ENV] = os.pathsep.join([*dirs, str(path)])
+    return path
+
+
+def user_config_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(USER_DIRS_ENV, "").split(os.pathsep) if d]
+
+
+def config_dirs() -> list[Path]:
+    """Where config files are looked up, in Hydra's order: the package's configs win over a user's on equal names."""
+    return [CONFIG_DIR, *user_config_dirs()]
+
+
+def config_file(group: str, name: str) -> Path:
+    """The YAML file of a config `name` in `group` (e.g. strategy/zero2), wherever it lives."""
+    for d in config_dirs():
+        if (path := d / group / f"{name}.yaml").is_file():
+            return path
+    raise ConfigError(group, f"no config {name!r}; allowed: {', '.join(options(group))}")
 
 
 def _register_schema() -> None:
@@ -43,6 +84,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     _register_schema()
+    if extra := user_config_dirs():  # appended to Hydra's search path after the package's configs
+        overrides = [*overrides, "hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in extra) + "]"]
     for o in overrides:
         if o.startswith("+") and not o.lstrip("+").startswith("env."):
             key = o.lstrip("+").split("=", 1)[0] or "overrides"
@@ -90,5 +133,5 @@ def _schema_keys(path: str) -> list[str]:
 
 
 def options(group: str) -> list[str]:
-    """The config names available in a group (e.g. every model), from the YAML files."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The config names available in a group (e.g. every model), from the YAML files of every config directory."""
+    return sorted({p.stem for d in config_dirs() for p in (d / group).glob("*.yaml")})
