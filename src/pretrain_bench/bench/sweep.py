@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from pretrain_bench import config
 from pretrain_bench.bench import search, slurm
 from pretrain_bench.bench.store import Store
+from pretrain_bench.config.compose import options as group_options
 from pretrain_bench.config.options import split_list
 
 STATES = ("pending", "running", "done", "failed")
@@ -62,7 +63,7 @@ def _split(overrides: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
 def _preset(name: str) -> dict:
     path = config.CONFIG_DIR / "sweep" / f"{name}.yaml"
     if not path.exists():
-        raise config.ConfigError("sweep", f"no preset {name!r}; allowed values: {', '.join(config.options('sweep'))}")
+        raise config.ConfigError("sweep", f"no preset {name!r}; allowed values: {', '.join(group_options('sweep'))}")
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
