@@ -13,8 +13,6 @@ import sys
 import pretrain_bench
 from pretrain_bench import config
 from pretrain_bench.analysis import export, report
-from pretrain_bench.bench import sweep
-from pretrain_bench.bench.store import Store
 from pretrain_bench.cli import compare, listing, measure, results
 from pretrain_bench.cli import search as search_cmd
 from pretrain_bench.cli import sweep as sweep_cmd
@@ -57,11 +55,15 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--reference-steps", type=int, default=10, help="timed steps of the short reference run")
     swp = command("sweep", "a grid of model × hardware searches, resumable, local or on SLURM",
                   "model=a,b hardware=x,y methods=… [sweep=paper] [hydra/launcher=slurm hydra.launcher.partition=…]",
-                  False, lambda a: sweep_cmd.cmd_sweep(a.overrides, a.store, a.dry_run))
+                  False, lambda a: sweep_cmd.cmd_sweep(a.overrides, a.store, a.dry_run, a.detach))
     swp.add_argument("--dry-run", action="store_true", help="show the cells that would be launched, launch none")
-    sts = command("status", "done / running / failed / missing cells of a sweep",
+    swp.add_argument("--detach", action="store_true", help="SLURM: submit the jobs and return at once")
+    sts = command("status", "done / running / failed / missing cells of a sweep, with their SLURM jobs' states",
                   "the sweep's overrides (as given to `sweep`)", False,
-                  lambda a: sweep_cmd.cmd_status(sweep.expand(a.overrides)[0], Store(a.store)))
+                  lambda a: sweep_cmd.cmd_status_of(a.overrides, a.store, a.watch))
+    sts.add_argument("--watch", action="store_true", help="follow until no job of the sweep is queued or running")
+    cnc = command("cancel", "cancel the queued and running SLURM jobs of a sweep", "the sweep's overrides", False,
+                  lambda a: sweep_cmd.cmd_cancel(a.overrides, a.store))
     command("profile", "profiler trace and time breakdown of one cell's timed steps",
             "the cell's overrides, as for `run`", False, lambda a: measure.cmd_profile(a.overrides))
     command("numerics", "loss curves of faster methods against the baseline's seed-to-seed spread (table + PNG)",
@@ -90,12 +92,12 @@ def parser() -> argparse.ArgumentParser:
     lst = command("list", "the models, hardware layouts, strategies, trick sets and GPU types that can be named",
                   None, False, lambda a: listing.cmd_list(a.what))
     lst.add_argument("what", nargs="?", choices=listing.WHAT, help="one kind only (default: all)")
-    for cmd in (swp, sts, rep, tab, exp, plt):
+    for cmd in (swp, sts, cnc, rep, tab, exp, plt):
         cmd.add_argument("--store", default="bench-results")
     return p
 
 
-ONE_CONFIG_EXCEPT = ("sweep", "status", "export")  # a grid of configs, or record selectors: nothing to print
+ONE_CONFIG_EXCEPT = ("sweep", "status", "cancel", "export")  # a grid of configs, or record selectors: nothing to print
 CONFIG_DIR_HELP = ("a directory of your own configs laid out as configs/ (model/, hardware/, …), searched after the "
                    "package's: a new model or hardware layout is one YAML file there (repeatable)")
 
