@@ -167,7 +167,7 @@ def _write(path: Path, **overrides: str) -> Path:
     ({"days": ""}, ValueError, "exactly one of days and gpu_hours"),
     ({"verification": "recalled"}, ValueError, "primary or secondary"),
     ({"model": "gpt5-1t"}, KeyError, "unknown model"),
-    ({"gpu": "b200"}, KeyError, "unknown GPU type"),
+    ({"gpu": "mi300x"}, KeyError, "unknown GPU type"),
     ({"gpu": "v100"}, ValueError, "no bf16 peak"),
 ])
 def test_load_claims_rejects_unusable_rows(tmp_path, overrides, error, match):

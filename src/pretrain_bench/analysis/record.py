@@ -15,6 +15,7 @@ import platform
 from importlib import metadata
 from typing import Any
 
+from pretrain_bench.analysis.perf import records as perf_records
 from pretrain_bench.config import BenchConfig, strategy_label, to_dict, tricks_label
 from pretrain_bench.spec import gpus, models
 from pretrain_bench.spec import stats as step_stats
@@ -135,6 +136,8 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
             if status == "ok" and not measurement["target"]["reached"]:
                 record["status"] = status = "not_reached"
                 record["valid"] = False
+        if kind == Kind.THROUGHPUT:  # the performance model's step beside the measured one (None if not modelled)
+            record["prediction"] = perf_records.beside(record, cfg.store)
         mfu = (record["flops"] or {}).get("mfu")
         if status == "ok" and mfu is not None and mfu > 1.0:
             record["valid"] = False

@@ -15,12 +15,13 @@ import statistics
 from itertools import groupby
 
 from pretrain_bench.analysis.estimate import recipe_estimate
+from pretrain_bench.analysis.perf import records as perf_records
 from pretrain_bench.analysis.record import Record
 from pretrain_bench.spec.stats import repeat_stats
 
 COLUMNS = ("best", "model", "hardware", "strategy", "tricks", "mb×acc", "tokens/s", "MFU", "step s (median ± IQR/2)",
-           "peak mem GiB", "compile s", "recipe days (runs)", "GPU-days", "cloud $", "5-yr purchase $", "floor days",
-           "status")
+           "peak mem GiB", "measured / predicted", "compile s", "recipe days (runs)", "GPU-days", "cloud $",
+           "5-yr purchase $", "floor days", "status")
 FORMATS = ("md", "csv", "html", "json")
 FILTERS = ("model", "hardware", "strategy", "tricks")  # cell fields a table can be narrowed to
 _REASON_CHARS = 120
@@ -58,6 +59,10 @@ def row(r: dict, best: bool, history: list[dict] = ()) -> dict[str, str]:
     out["tokens/s"] = rate(r["throughput"])
     out["MFU"] = "n/a (CPU)" if mfu is None else f"{mfu:.1%}"
     out["step s (median ± IQR/2)"] = f"{stats['median']:.3f} ± {stats['iqr'] / 2:.3f}"
+    # now, with the store's calibration (a record's own `prediction` is the one of its time)
+    if pred := perf_records.beside(r, r["config"].get("store")) or r.get("prediction"):
+        flag = " ⚠ >30% off the calibrated prediction" if pred["flagged"] else ""
+        out["measured / predicted"] = f"{pred['ratio']:.2f}{'' if pred['calibrated'] else ' (uncal.)'}{flag}"
     if r["timing"]["compile_s"] is not None:
         out["compile s"] = f"{r['timing']['compile_s']:.1f}"
     if est := recipe_estimate(r, history):

@@ -20,6 +20,8 @@ from omegaconf import OmegaConf
 
 from pretrain_bench import config
 from pretrain_bench.analysis.estimate import SECONDS_PER_DAY
+from pretrain_bench.analysis.perf import plan
+from pretrain_bench.analysis.perf.workload import Workload
 from pretrain_bench.spec import gpus, models, stats
 
 # An implied MFU above this is more than the best published dense training runs sustain: PaLM 540B 46.2 %
@@ -194,6 +196,41 @@ def rows(claims: list[Claim], records: list[dict]) -> list[tuple[Assessment, Com
     return out
 
 
+@dataclass(frozen=True)
+class Predicted:
+    """The performance model's days for a claim's tokens on its GPU type and count, best predicted method."""
+
+    days: float
+    low: float
+    high: float
+    method: str
+
+
+def predicted(claim: Claim) -> Predicted | None:
+    """Our prediction for the claim (8 GPUs per node beyond 8); None where the model cannot tell."""
+    per_node = min(claim.gpus, 8)
+    base = Workload(model=model_config(claim.model), gpu=gpus.gpu(claim.gpu), gpus_per_node=per_node,
+                    nodes=max(1, claim.gpus // per_node))
+    try:
+        best = next((a for a in plan.ranked(base, claim.precision, 1) if a.fits), None)
+    except config.ConfigError:
+        return None
+    if best is None:
+        return None
+    seconds = claim.tokens / best.step.units_per_s
+    low, high = (seconds * s / best.step.step_s for s in best.step.interval_s)
+    return Predicted(seconds / SECONDS_PER_DAY, low / SECONDS_PER_DAY, high / SECONDS_PER_DAY, best.method)
+
+
+def _predicted_figure(claim: Claim) -> tuple[str, str]:
+    p = predicted(claim)
+    if p is None:
+        return "not modelled", "–"
+    ratio = p.days / claim.wall_days  # > 1: the claim is faster than our prediction
+    speed = f"{ratio:.2f}× faster than predicted" if ratio >= 1 else f"{1 / ratio:.2f}× slower than predicted"
+    return f"{p.days:.1f} d ({p.low:.1f}–{p.high:.1f}), {p.method}", speed
+
+
 def _claimed_days(claim: Claim) -> str:
     if claim.days is not None:
         return f"{claim.days:.1f}"
@@ -211,12 +248,13 @@ def _our_figure(comparison: Comparison | None) -> tuple[str, str]:
 
 def render(rows: Sequence[tuple[Assessment, Comparison | None]]) -> str:
     """Markdown table of assessed claims, with our figure where one was measured (None: not measured)."""
-    lines = ["| claim | model | hardware | claimed days | implied MFU | verdict | our figure | ratio (claim/ours) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | model | hardware | claimed days | implied MFU | verdict | our figure | ratio (claim/ours) "
+             "| our prediction (interval), best method | claim vs prediction |", "|---" * 10 + "|"]
     for a, comparison in rows:
         c = a.claim
         figure, ratio = _our_figure(comparison)
         hw = f"{c.gpus}× {gpus.gpu(c.gpu).name} ({c.precision})"
+        predicted_figure, speed = _predicted_figure(c)
         lines.append(f"| {c.id} | {c.model} | {hw} | {_claimed_days(c)} | {a.mfu:.1%} | {a.verdict} | {figure} "
-                     f"| {ratio} |")
+                     f"| {ratio} | {predicted_figure} | {speed} |")
     return "\n".join(lines) + "\n"

@@ -20,7 +20,12 @@ Pruning rules (each pruned method is reported with its rule):
 - R7 on GPUs, `naive` (fp32, eager attention, no compile) is dominated by `free-lunch`: skipped once free-lunch fits
   with the same strategy (more memory per sequence and fewer FLOP/s);
 - R8 a rung that fits no larger micro-batch than the rung below is not measured: at the same micro-batch and
-  accumulation it only adds work (recompute, chunked head), so it cannot be faster by more than noise.
+  accumulation it only adds work (recompute, chunked head), so it cannot be faster by more than noise;
+- R9 (with `search.prune=predicted`) a method the performance model (analysis/perf) predicts to fit but slower than
+  its predicted best by more than a margin is not measured.
+With `search.prune=predicted` each method's probes also start at its predicted largest micro-batch (then its
+neighbour: one or two probes when the prediction is right); `rules` is R1-R8 alone, `none` measures every method
+that can run (R1-R3 only).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pretrain_bench import config
+from pretrain_bench.analysis.perf import guide
 from pretrain_bench.bench.runner import Runner
 from pretrain_bench.config import BenchConfig
 from pretrain_bench.spec import gpus, models
@@ -51,7 +57,9 @@ RULES = {
     "R6": "offload only when nothing fits on the GPUs, and a non-offload method fits",
     "R7": "on GPUs naive is dominated by free-lunch, which fits with this strategy",
     "R8": "this rung fits no larger micro-batch than the rung below: same batch, more work",
+    "R9": "the performance model predicts it slower than the predicted best by more than the margin",
 }
+PRUNE_MODES = ("predicted", "rules", "none")
 # Memory rungs (activation checkpointing, checkpoint every k-th block, fused linear-CE), least memory saved first.
 RUNGS = ((False, 1, False), (False, 1, True), (True, 2, True), (True, 1, True))
 NAIVE_RUNGS = ((False, 1, False), (True, 1, False))
@@ -179,11 +187,26 @@ def estimate_seconds(cfg: BenchConfig, n_methods: int) -> float | None:
 
 class Search:
     def __init__(self, runner: Runner, overrides: list[str], base: BenchConfig,
-                 on_outcome: Callable[[Outcome], None] | None = None):
-        """`base` is the search space's model and hardware (see `base_config`); `overrides` recreate it per method."""
-        self.runner, self.overrides, self.base = runner, list(overrides), base
+                 on_outcome: Callable[[Outcome], None] | None = None, prune: str = "rules"):
+        """`base` is the search space's model and hardware (see `base_config`); `overrides` recreate it per method;
+        `prune` one of PRUNE_MODES."""
+        if prune not in PRUNE_MODES:
+            raise config.ConfigError("search.prune", f"{prune!r} is not allowed; allowed values: "
+                                                     f"{', '.join(PRUNE_MODES)}")
+        self.runner, self.overrides, self.base, self.prune = runner, list(overrides), base, prune
         self.on_outcome = on_outcome or (lambda o: None)
         self.fitted: dict[Method, int] = {}  # largest fitting micro-batch per method
+        self.guesses: dict[Method, guide.Guess | None] = {}  # the performance model's, with prune=predicted
+
+    def predicted(self, methods: list[Method]) -> tuple[list[Method], list[Outcome]]:
+        """With prune=predicted: each method's prediction (kept in `guesses`) and the methods R9 prunes."""
+        if self.prune != "predicted":
+            return methods, []
+        sizes = micro_batches(self.base)
+        self.guesses = {m: guide.guess(self.config(m, 1), sizes) for m in methods}
+        slow = guide.beyond_margin(self.guesses)
+        return ([m for m in methods if m not in slow],
+                [Outcome(m, "pruned", reason=f"R9: {RULES['R9']}: {slow[m]}") for m in methods if m in slow])
 
     def config(self, method: Method, micro_batch: int) -> BenchConfig:
         return config.compose([*self.overrides, *method.overrides(), f"micro_batch={micro_batch}"])
@@ -192,16 +215,18 @@ class Search:
         probe = self.runner.measure(probe_config(self.config(method, micro_batch)), kind="probe")
         return probe["status"] == "ok", probe
 
-    def largest_fitting(self, method: Method, sizes: list[int],
-                        known_fit: int) -> tuple[int | None, int, dict | None]:
-        """Binary search over `sizes` above `known_fit`, trying the largest first (it often fits at once).
+    def largest_fitting(self, method: Method, sizes: list[int], known_fit: int,
+                        guess: int = 0) -> tuple[int | None, int, dict | None]:
+        """Binary search over `sizes` above `known_fit`, trying the largest first (it often fits at once), or first
+        the predicted size `guess` and then its neighbour towards the answer (right: two probes).
 
         Returns (largest fitting size or None, probes run, the failed probe record if a probe broke for a reason
         other than memory).
         """
         lo = sizes.index(known_fit) if known_fit in sizes else -1  # sizes[:lo + 1] fit
         hi = len(sizes)  # sizes[hi:] do not fit
-        probes, candidate = 0, len(sizes) - 1
+        guided = guess in sizes and lo < sizes.index(guess)
+        probes, candidate = 0, sizes.index(guess) if guided else len(sizes) - 1
         while lo < hi - 1:
             ok, probe = self.fits(method, sizes[candidate])
             probes += 1
@@ -211,10 +236,12 @@ class Search:
                 hi = candidate
             else:
                 return None, probes, probe
-            candidate = (lo + hi) // 2
+            candidate = (lo + 1 if ok else hi - 1) if guided and probes == 1 else (lo + hi) // 2
         return (sizes[lo] if lo >= 0 else None), probes, None
 
     def dynamic_rule(self, m: Method, full: int) -> str | None:
+        if self.prune == "none":
+            return None
         for o, fit in self.fitted.items():
             # o fits the whole per-device batch and needs at least as much memory as m: m cannot fit more.
             if fit == full and o.tricks == m.tricks and o.rung <= m.rung and MEMORY_RANK[o.strategy] <= MEMORY_RANK[
@@ -250,14 +277,15 @@ class Search:
         if rule := self.dynamic_rule(m, sizes[-1]):
             return Outcome(m, "pruned", reason=f"{rule}: {RULES[rule]}")
         known = self.known_fit(m)
-        size, probes, failure = self.largest_fitting(m, sizes, known)
+        guessed = self.guesses.get(m)
+        size, probes, failure = self.largest_fitting(m, sizes, known, guessed.micro_batch if guessed else 0)
         if failure is not None:
             return Outcome(m, "error", record=failure, probes=probes,
                            reason=f"probe {failure['status']}: {failure['error']}")
         if size is None:
             return Outcome(m, "oom", probes=probes, reason="micro-batch 1 does not fit")
         self.fitted[m] = size
-        if m.rung and size == known:
+        if m.rung and size == known and self.prune != "none":
             return Outcome(m, "pruned", micro_batch=size, probes=probes, reason=f"R8: {RULES['R8']}")
         measured = self.runner.measure(self.config(m, size))
         return Outcome(m, "measured", micro_batch=size, record=measured, probes=probes,

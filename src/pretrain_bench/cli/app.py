@@ -13,7 +13,7 @@ import sys
 import pretrain_bench
 from pretrain_bench import config
 from pretrain_bench.analysis import export, report
-from pretrain_bench.cli import compare, listing, measure, results
+from pretrain_bench.cli import compare, listing, measure, predict, results
 from pretrain_bench.cli import search as search_cmd
 from pretrain_bench.cli import sweep as sweep_cmd
 from pretrain_bench.cli.common import BAD_INPUT, EPILOG
@@ -94,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("what", nargs="?", choices=listing.WHAT, help="one kind only (default: all)")
     for cmd in (swp, sts, cnc, rep, tab, exp, plt):
         cmd.add_argument("--store", default="bench-results")
+    predict.register(sub)  # predict, plan, calibrate, predict-check
     return p
 
 

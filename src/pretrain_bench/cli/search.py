@@ -15,11 +15,15 @@ from pretrain_bench.config import cli_options as options
 def cmd_search(overrides: list[str], force: bool) -> int:
     overrides, methods = options.pop_option(overrides, "methods", "free-lunch")
     overrides, strategies = options.pop_option(overrides, "strategies", None)
+    overrides, prune = options.pop_option(overrides, "search.prune", "predicted")
     base = search.base_config(overrides)
     store, runner = open_runner(base.store, force=force, live=False)  # its own progress bar over methods
     runner.gpu_sku(base)
     allowed = [s.strip() for s in strategies.strip("[]").split(",")] if strategies else None
     methods_to_try, pruned = search.candidates(base, methods, allowed)
+    searcher = search.Search(runner, overrides, base, prune=prune)
+    methods_to_try, slow = searcher.predicted(methods_to_try)
+    pruned += slow
     sizes = search.micro_batches(base)
     estimate = search.estimate_seconds(base, len(methods_to_try))
     print(f"search plan for {base.model.name} on {base.hardware.name}: {len(methods_to_try)} methods to try "
@@ -27,11 +31,14 @@ def cmd_search(overrides: list[str], force: bool) -> int:
           f"estimated time {'unknown on CPU' if estimate is None else f'≤ {estimate / 60:.0f} min'} "
           "(methods pruned while running take none)")
     for m in methods_to_try:
-        print(f"  try   {m.label}")
+        g = searcher.guesses.get(m)
+        told = f" (predicted: micro-batch {g.micro_batch}, step {g.step_s:.3g} s)" if g else ""
+        print(f"  try   {m.label}{told}")
     for o in pruned:
         print(f"  prune {o.method.label}: {o.reason}")
     with progress_bar(len(methods_to_try) + len(pruned)) as advance:
-        result = search.Search(runner, overrides, base, on_outcome=advance).run(methods_to_try, pruned)
+        searcher.on_outcome = advance
+        result = searcher.run(methods_to_try, pruned)
     measured = [o.record for o in result.outcomes if o.status == "measured"]
     if measured:
         print(report.table(measured), end="")

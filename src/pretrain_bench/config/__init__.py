@@ -4,15 +4,7 @@ Callers use this package's names (`config.compose`, `config.BenchConfig`, `confi
 behind them each do one job. Nothing here imports torch.
 """
 
-from pretrain_bench.config.compose import (
-    CONFIG_DIR,
-    add_config_dir,
-    compose,
-    config_dirs,
-    config_file,
-    options,
-    shipped,
-)
+from pretrain_bench.config.compose import add_config_dir, compose, config_dirs, config_file, options
 from pretrain_bench.config.labels import FREE_LUNCH, NAIVE, strategy_label, tricks_label
 from pretrain_bench.config.schema import (
     ATTENTION_BACKENDS,
@@ -41,6 +33,7 @@ from pretrain_bench.config.schema import (
     to_dict,
 )
 from pretrain_bench.config.validate import divisors, validate
+from pretrain_bench.spec.paths import CONFIG_DIR, shipped
 
 __all__ = [
     "ATTENTIONS", "ATTENTION_BACKENDS", "BACKENDS", "COMPILE_MODES", "CONFIG_DIR", "CUDA_GRAPH_COMPILE_MODES",

@@ -23,19 +23,9 @@ from pretrain_bench.config.schema import (
     TricksConfig,
 )
 from pretrain_bench.config.validate import validate
+from pretrain_bench.spec.paths import CONFIG_DIR
 
-_PACKAGE = Path(__file__).resolve().parents[1]
 USER_DIRS_ENV = "PRETRAIN_BENCH_CONFIG_DIRS"  # the user's own config directories (`--config-dir`), os.pathsep-separated
-
-
-def shipped(packaged: str, checkout: str) -> Path:
-    """Data that a wheel ships inside the package (`pretrain_bench/<packaged>`, copied there by setup.py's build) and
-    that a checkout or an editable install reads where users look for it, at the top of the repository."""
-    inside = _PACKAGE / packaged
-    return inside if inside.is_dir() else _PACKAGE.parents[1] / checkout
-
-
-CONFIG_DIR = Path(os.environ.get("PRETRAIN_BENCH_CONFIGS") or shipped("configs", "configs"))
 
 
 def add_config_dir(path: str | Path) -> Path:
