@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pretrain_bench import config
 from pretrain_bench.analysis import record
-from pretrain_bench.bench import launch
+from pretrain_bench.bench import probe
 from pretrain_bench.bench.runner import Runner
 from pretrain_bench.bench.store import Store
 
@@ -27,9 +27,9 @@ def test_worker_environment_is_part_of_the_key(tmp_path, monkeypatch):
 
 
 def test_device_library_versions_are_part_of_the_key(tmp_path, monkeypatch):
-    monkeypatch.setattr(launch, "detect_gpu", lambda cfg: "h100")
+    monkeypatch.setattr(probe, "detect_gpu", lambda cfg: "h100")
     driver = {"v": "580.65"}
-    monkeypatch.setattr(launch, "device_versions", lambda cfg: {"cuda": "13.0", "cudnn": "91200", "nccl": "2.27.7",
+    monkeypatch.setattr(probe, "device_versions", lambda cfg: {"cuda": "13.0", "cudnn": "91200", "nccl": "2.27.7",
                                                                 "driver": driver["v"]})
     cfg = config.compose(["model=tiny", "hardware=1xh100"])
     first = Runner(Store(tmp_path)).key(cfg)
@@ -41,6 +41,6 @@ def test_device_library_versions_are_part_of_the_key(tmp_path, monkeypatch):
 def test_device_versions_are_read_without_a_gpu():
     """The detection script runs on a CPU build of torch too (every version then None), and not at all on CPU
     hardware."""
-    versions = launch.device_versions(config.compose(["model=tiny", "hardware=1xh100"]))
+    versions = probe.device_versions(config.compose(["model=tiny", "hardware=1xh100"]))
     assert set(versions) == {"cuda", "cudnn", "nccl", "driver"}
-    assert launch.device_versions(config.compose(CELL)) == {}
+    assert probe.device_versions(config.compose(CELL)) == {}

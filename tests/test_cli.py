@@ -94,7 +94,7 @@ def test_validate_compares_extrapolation_with_a_long_run(tmp_path):
 @pytest.mark.distributed
 def test_legacy_timing_is_recorded_side_by_side_and_never_ranked(tmp_path):
     done = bench("run", "model=tiny", "hardware=cpu-2", "strategy=ddp", "timing=legacy", "steps=5", f"store={tmp_path}")
-    assert done.returncode == 1  # a legacy record is not a valid result
+    assert done.returncode == 3  # a legacy record is not a valid result: a finding, not a crash
     [r] = Store(tmp_path).records()
     assert not r["valid"] and "legacy" in r["invalid_reason"]
     assert r["timing"]["stats"] == r["timing"]["legacy"]["stats"]  # the headline figure is the legacy one
@@ -115,12 +115,16 @@ def test_reproduce_puts_our_figure_beside_each_claim(tmp_path):
 
 @pytest.mark.distributed
 def test_profile_writes_traces_and_a_breakdown(tmp_path):
-    done = bench("profile", "model=tiny", "hardware=cpu-2", "strategy=ddp", "steps=5", "warmup_steps=1",
-                 f"store={tmp_path}")
+    done = bench("profile", "model=tiny", "hardware=cpu-2", "strategy=ddp", "model.global_batch=16", "steps=5",
+                 "warmup_steps=3", f"store={tmp_path}")
     assert done.returncode == 0, done.stderr + done.stdout
     [r] = Store(tmp_path).records()
     prof = r["profile"]
     assert r["kind"] == "profile" and not r["valid"]  # profiler overhead: never ranked
+    # Two steps after two warm-up ones, at accumulation 2 instead of the cell's 4: a trace that stays small.
+    assert r["cell"]["grad_accum"] == 2 and r["timing"]["stats"]["n"] == 2 and len(r["losses"]) == 4
+    assert "at micro-batch 2 × accumulation 2 (the cell's is 4: global batch 8 instead of 16)" in done.stdout
+    assert done.stdout.count("trace_rank") == 2 and "https://ui.perfetto.dev" in done.stdout
     assert prof["seconds"]["matmul"] > 0 and prof["seconds"]["communication"] > 0
     # Self times, not inclusive ones: the main thread's categories fit in the wall time. Communication runs on gloo's
     # thread, overlapping them, so the sum of all categories may exceed it.
@@ -181,11 +185,22 @@ def test_export_writes_the_best_method_and_plot_draws_the_store(tmp_path):
     done = bench("export", "model=pythia-1b", "hardware=1xh100", "--to", "hf", "--store", str(store.root),
                  "--out", str(out))
     assert done.returncode == 0, done.stderr
-    exported = json.loads((out / "training_args.json").read_text())
-    assert exported["training_arguments"]["per_device_train_batch_size"] == 16  # the faster of the two
+    [written] = out.glob("pythia-1b_1xh100_single_free-lunch_mb16_*.training_args.json")
+    assert json.loads(written.read_text())["per_device_train_batch_size"] == 16  # the faster of the two
+    assert len(list(out.glob("*.hf-notes.md"))) == 1
+    store.append(make([600.0] * 5, ("model=pythia-1b", "hardware=1xh100", "tricks=naive", "micro_batch=8")))
+    slower = bench("export", "model=pythia-1b", "hardware=1xh100", "tricks=naive", "--store", str(store.root),
+                   "--out", str(out))  # narrowed to the naive records
+    assert slower.returncode == 0 and "_naive_mb8_" in slower.stdout, slower.stderr
+    assert len(list(out.glob("*.training_args.json"))) == 2  # the second export does not overwrite the first
+    key = next(r["key"] for r in store.records()
+               if (r["cell"]["tricks"], r["cell"]["micro_batch"]) == ("free-lunch", 8))
+    by_key = bench("export", f"key={key[:10]}", "--to", "accelerate", "--store", str(store.root), "--out", str(out))
+    assert by_key.returncode == 0 and f"_mb8_{key[:8]}.accelerate.yaml" in by_key.stdout
     refused = bench("export", "model=pythia-1b", "hardware=1xh100", "--to", "deepspeed", "--store", str(store.root))
     assert refused.returncode == 2 and "zero2" in refused.stderr
     missing = bench("export", "model=pythia-410m", "hardware=1xh100", "--store", str(store.root))
-    assert missing.returncode == 1 and "pretrain-bench search" in missing.stderr
+    assert missing.returncode == 2 and "pretrain-bench search" in missing.stderr
+    assert bench("export", "key=zzzzzz", "--store", str(store.root)).returncode == 2
     drawn = bench("plot", "--store", str(store.root), "--out", str(tmp_path / "plots"))
     assert drawn.returncode == 0 and (tmp_path / "plots" / "days_vs_gpus.png").stat().st_size > 0

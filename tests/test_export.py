@@ -170,7 +170,7 @@ def launch_settings(path, monkeypatch):
 @pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp-grad-op", "zero3-offload"])
 def test_accelerate_yaml_loads_into_accelerate_launch(tmp_path, monkeypatch, strategy):
     r = of(strategy)
-    path = export.write_export(r, "accelerate", tmp_path)
+    path, _ = export.write_export(r, "accelerate", tmp_path)
     assert yaml.safe_load(path.read_text()) == export.accelerate_config(r)
     args, defaults, plugin = launch_settings(path, monkeypatch)
     assert defaults.distributed_type == export.accelerate_config(r)["distributed_type"]
@@ -188,38 +188,66 @@ def test_accelerate_yaml_loads_into_accelerate_launch(tmp_path, monkeypatch, str
 def test_accelerate_yaml_notes_what_the_script_sets():
     text = export.to_accelerate_yaml(of("ddp"))
     assert "attn_implementation='sdpa'" in text and "gradient_checkpointing_enable" in text
-    assert "accelerate launch --config_file accelerate.yaml train.py" in text
+    assert f"accelerate launch --config_file {export.stem(of('ddp'))}.accelerate.yaml train.py" in text
 
 
 def test_tricks_no_config_can_express_are_spelled_out(training_arguments):
     r = make("strategy=ddp", "tricks=free-lunch-sac", "tricks.fused_linear_ce=true",
              "tricks.compile_mode=max-autotune-no-cudagraphs", "tricks.attention_backend=flash")
-    settings = json.loads(json.dumps(export._hf_export(r)))["script_settings"]
+    settings = export.script_settings(config.from_dict(r["config"]))
     where = ["model", "model", "process", "process, after building TrainingArguments"]
     assert [s.split(":")[0] for s in settings] == where
     assert "every_n_layers=2" in settings[0] and "fused_ce.apply" in settings[1] and "'flash'" in settings[2]
     assert "set_float32_matmul_precision('high')" in settings[3]  # max-autotune with tf32: transformers' TF32 write
     kwargs = export.to_hf_training_arguments(r)
     assert training_arguments(kwargs).torch_compile_mode == "max-autotune-no-cudagraphs"
-    assert all(s in export.to_accelerate_yaml(r) for s in settings)
-    assert export._hf_export(of("ddp"))["script_settings"] == []
+    assert all(s in export.to_accelerate_yaml(r) and s in export.notes(r, "hf") for s in settings)
+    assert export.script_settings(config.from_dict(of("ddp")["config"])) == []
 
 
 def test_launch_commands():
-    assert export.launch_command(of("single"), "hf") == "python train.py"
-    assert export.launch_command(of("zero2"), "hf") == "torchrun --nproc-per-node=4 train.py"
+    single, zero2 = of("single"), of("zero2")
+    assert export.launch_command(single, "hf") == f"python train.py {export.stem(single)}.training_args.json"
+    assert export.launch_command(zero2, "hf") == f"torchrun --nproc-per-node=4 train.py {export.stem(zero2)}" \
+                                                 ".training_args.json"
     multi = export.launch_command(of("fsdp-grad-op"), "hf")
     assert "--nnodes=2" in multi and "--nproc-per-node=8" in multi and "$MASTER_ADDR" in multi
-    assert export.launch_command(of("zero2"), "deepspeed").endswith("--deepspeed_config deepspeed.json")
+    assert export.launch_command(zero2, "deepspeed").endswith(f"--deepspeed_config {export.stem(zero2)}.deepspeed.json")
 
 
 def test_write_export_files(tmp_path):
     r = of("zero2")
-    hf = json.loads(export.write_export(r, "hf", tmp_path).read_text())
-    assert hf["training_arguments"] == export.to_hf_training_arguments(r)
-    assert hf["model_kwargs"] == {"attn_implementation": "sdpa"} and hf["launch"].startswith("torchrun")
-    assert hf["source"]["key"] == r["key"]
-    ds = export.write_export(r, "deepspeed", tmp_path / "sub")
-    assert ds.name == "deepspeed.json" and json.loads(ds.read_text()) == export.to_deepspeed_json(r)
+    path, notes = export.write_export(r, "hf", tmp_path)
+    assert path.name == f"pythia-1b_4xa100_zero2_free-lunch+ac_mb16_{r['key'][:8]}.training_args.json"
+    assert json.loads(path.read_text()) == {"output_dir": f"checkpoints/{export.stem(r)}",
+                                            **export.to_hf_training_arguments(r)}
+    text = notes.read_text()
+    assert r["key"] in text and "attn_implementation" in text and "torchrun --nproc-per-node=4 train.py" in text
+    ds, _ = export.write_export(r, "deepspeed", tmp_path / "sub")
+    assert ds.name.endswith("_mb16_" + r["key"][:8] + ".deepspeed.json")
+    assert json.loads(ds.read_text()) == export.to_deepspeed_json(r)
     with pytest.raises(ValueError, match="allowed: hf, deepspeed, accelerate"):
         export.write_export(r, "megatron", tmp_path)
+
+
+@pytest.mark.parametrize("strategy", ["single", "fsdp", "zero3-offload"])
+def test_training_args_file_parses_as_is(training_arguments, tmp_path, strategy):
+    """HfArgumentParser reads the file without a key to drop, alone and beside an example script's own dataclasses
+    (run_clm.py's parser: model, data and training arguments)."""
+    import dataclasses
+
+    from transformers import HfArgumentParser, TrainingArguments
+
+    @dataclasses.dataclass
+    class ModelArguments:  # the shape of the HF examples' own argument classes: every field has a default
+        model_name_or_path: str | None = None
+
+    training_arguments({})  # patches TrainingArguments' GPU probes (no GPU here)
+    r = of(strategy)
+    path, _ = export.write_export(r, "hf", tmp_path)
+    (args,) = HfArgumentParser(TrainingArguments).parse_json_file(path)
+    assert args.per_device_train_batch_size == 16 and args.bf16 and args.torch_compile
+    assert args.output_dir == f"checkpoints/{export.stem(r)}"
+    model_args, args = HfArgumentParser((ModelArguments, TrainingArguments)).parse_json_file(path)
+    assert model_args.model_name_or_path is None and args.learning_rate == 3e-4
+    assert bool(args.deepspeed) == (strategy == "zero3-offload") and bool(args.fsdp) == (strategy == "fsdp")

@@ -38,27 +38,22 @@ def test_unknown_key_lists_the_known_ones():
 
 
 def fake_machine(monkeypatch, device: str) -> None:
-    """This machine shows one CUDA GPU named `device` (launch detects it in a subprocess)."""
-    import subprocess
-    import types
+    """This machine shows one CUDA GPU named `device` to torch."""
+    from pretrain_bench.bench import probe
 
-    from pretrain_bench.bench import launch
-
-    monkeypatch.setattr(launch.subprocess, "run",
-                        lambda *a, **k: types.SimpleNamespace(stdout=f"1\n{device}\n") if "-c" in a[0]
-                        else subprocess.run(*a, **k))
+    monkeypatch.setattr(probe, "ask_torch", lambda: {"count": 1, "name": device, "error": None})
 
 
 def test_an_unknown_gpu_runs_with_a_warning_and_its_peak_if_given(monkeypatch, capsys):
     from pretrain_bench import config
     from pretrain_bench.analysis import record
-    from pretrain_bench.bench import launch
+    from pretrain_bench.bench import probe
 
     fake_machine(monkeypatch, "NVIDIA Some Future GPU")
     with pytest.raises(config.ConfigError, match="unknown .runs with a warning"):
-        launch.detect_gpu(config.compose(["hardware=1xh100"]))
+        probe.detect_gpu(config.compose(["hardware=1xh100"]))
     cfg = config.compose(["hardware=1xh100", "hardware.gpu=unknown", "model=pythia-160m", "tricks=free-lunch"])
-    assert launch.detect_gpu(cfg) == "unknown" and "MFU stays empty" in capsys.readouterr().err
+    assert probe.detect_gpu(cfg) == "unknown" and "MFU stays empty" in capsys.readouterr().err
     env = {"gpu_sku": None}
     m = {"step_s": [1.0] * 5, "legacy_step_s": [1.0] * 5, "first_step_s": 1.0, "setup_s": 1.0, "timed_wall_s": 5.0,
          "losses": [10.0], "grad_norms": [1.0], "skipped_steps": 0, "peak_mem_bytes": 2**30, "mem_kind": "x"}

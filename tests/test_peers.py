@@ -36,6 +36,7 @@ def test_peers_runs_both_sides_on_the_same_model_and_tokens(tmp_path, capsys):
                      "peers.repeats=1", f"store={store}"])
     out = capsys.readouterr().out
     assert code == 0, out
+    assert out.count("  step 6/6 · ") == 2 and out.count("log: ") == 2  # both sides' steps are shown as they run
     records = Store(store).records()
     assert [r["kind"] for r in records] == ["peer", "throughput"]  # HF first, then ours
     hf, ours = records

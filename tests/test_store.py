@@ -63,3 +63,22 @@ def test_unwritable_or_full_store_fails_before_work(tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match="not writable"):
         Store(blocker / "store").check_writable()  # a path under a file can never be created
     assert len(store.records()) == 1  # earlier records untouched
+
+
+def test_without_flock_the_store_locks_with_a_lock_file_said_once(tmp_path, monkeypatch, capsys):
+    """Some NFS and Lustre mounts refuse flock: the store checks its lock before any work and falls back."""
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    store = Store(tmp_path)
+    store.check_writable()
+    assert "has no flock (No locks available)" in capsys.readouterr().err
+    for _ in range(2):
+        store.append(make([32.0] * 5))
+    assert len(store.records()) == 2
+    assert capsys.readouterr().err == ""  # said once
+    assert not (tmp_path / ".records.softlock").exists()  # the soft lock is released

@@ -4,12 +4,12 @@ fails alone, and SLURM jobs get the nodes and GPUs of their hardware."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from pretrain_bench import cli, config
-from pretrain_bench.bench import sweep
+from pretrain_bench.bench import search, slurm, sweep
 from pretrain_bench.bench.store import Store
 
 # Global batch 4: few micro-batch candidates, so each cell's search is a handful of launches.
@@ -39,34 +39,58 @@ def test_bad_cells_fail_before_anything_launches(tmp_path, overrides, key, capsy
     assert not (tmp_path / "status").exists()
 
 
-def sbatch_text(tmp_path, hardware: str, monkeypatch) -> str:
-    """Render the sbatch script the SLURM launcher would submit for one cell, as the plugin maps parameters."""
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from omegaconf import OmegaConf
-    from submitit import AutoExecutor
+PARTITION = slurm.Partition("gpu", nodes=2, cpus=96, memory_mb=2_000_000, gpus=8)
+
+
+def sbatch_text(tmp_path, hardware: str, monkeypatch, *launcher: str) -> str:
+    """The sbatch script the sweep would submit for one cell, on a partition of 8-GPU, 96-core nodes."""
     from submitit.slurm.slurm import SlurmExecutor
 
-    [cell], launcher = sweep.expand(["model=pythia-1b", f"hardware={hardware}", "hydra/launcher=slurm",
-                                     "hydra.launcher.partition=gpu"])
-    [command] = sweep.hydra_commands(Store(tmp_path), [cell], launcher)
-    overrides = [a for a in command if a.startswith("hydra")]
-    with initialize_config_dir(config_dir=str(config.CONFIG_DIR), version_base="1.3"):
-        cfg = compose("sweep_job", overrides=["plan=p", "cell=c", *overrides], return_hydra_config=True)
-    params = OmegaConf.to_container(cfg.hydra.launcher)
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    skip = {"_target_", "submitit_folder", "max_num_timeout"}
+    params = slurm.job_parameters(search.base_config([f"hardware={hardware}", "model=pythia-1b"]).hardware,
+                                  sweep.launcher_params(["hydra/launcher=slurm", *launcher]), PARTITION)
     monkeypatch.setattr(SlurmExecutor, "affinity", staticmethod(lambda: 1))  # no srun on this machine
-    executor = AutoExecutor(folder=tmp_path, cluster="slurm")
-    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items() if k not in skip})
-    return executor._executor._make_submission_file_text("python -m pretrain_bench.bench.sweep_app", "uid")
+    executor = slurm.executor(tmp_path, params, 3, name="pb-cell")
+    return executor._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
 
 
-@pytest.mark.parametrize("hardware, nodes, gpus, cpus", [("8xh100", 1, 8, 64), ("2x8xh100", 2, 8, 64)])
+@pytest.mark.parametrize("hardware, nodes, gpus, cpus", [("8xh100", 1, 8, 64), ("2x8xh100", 2, 8, 64),
+                                                         ("1xh100", 1, 1, 8), ("cpu-2", 1, None, 96)])
 def test_slurm_job_gets_the_hardware_layout(tmp_path, hardware, nodes, gpus, cpus, monkeypatch):
     text = sbatch_text(tmp_path, hardware, monkeypatch)
-    for line in (f"#SBATCH --nodes={nodes}", f"#SBATCH --gpus-per-node={gpus}", "#SBATCH --ntasks-per-node=1",
-                 f"#SBATCH --cpus-per-task={cpus}", "#SBATCH --time=240", "#SBATCH --partition=gpu"):
+    for line in (f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1", f"#SBATCH --cpus-per-task={cpus}",
+                 "#SBATCH --time=240", "#SBATCH --partition=gpu", "#SBATCH --signal=USR2@120"):
         assert line in text, text
+    # A CPU layout asks for no GPU at all: a GPU-less node refuses --gpus-per-node=0.
+    assert (f"#SBATCH --gpus-per-node={gpus}" in text) if gpus else ("gpus" not in text)
+
+
+@pytest.mark.parametrize("launcher, key", [(["hydra.launcher.cpus_per_task=128"], "hydra.launcher.cpus_per_task"),
+                                           (["hydra.launcher.mem_gb=4000"], "hydra.launcher.mem_gb"),
+                                           (["hydra.launcher.timeout_min=2"], "hydra.launcher.signal_delay_s")])
+def test_slurm_jobs_that_could_never_start_name_the_key(tmp_path, monkeypatch, launcher, key):
+    with pytest.raises(config.ConfigError) as e:
+        sbatch_text(tmp_path, "8xh100", monkeypatch, *launcher)
+    assert e.value.key == key
+    hw = search.base_config(["hardware=4x8xh100", "model=pythia-1b"]).hardware
+    with pytest.raises(config.ConfigError, match="4 nodes; partition gpu has 2"):
+        slurm.job_parameters(hw, sweep.launcher_params(["hydra/launcher=slurm"]), PARTITION)
+    with pytest.raises(config.ConfigError) as e:
+        slurm.job_parameters(hw, {}, slurm.Partition("small", 8, 96, 10**6, gpus=4))
+    assert e.value.key == "hardware.gpus_per_node"
+
+
+def test_a_two_node_cell_starts_one_torchrun_per_node_through_srun(monkeypatch):
+    """Inside the job, the first node's search starts torchrun on both nodes with one srun step (--overlap, as the
+    job's own task already holds the allocation) and a c10d rendezvous at the first node."""
+    from pretrain_bench.bench import launch
+
+    monkeypatch.setattr(launch, "slurm_head_node", lambda: "node-a")
+    cfg = search.base_config(["hardware=2x8xh100", "model=pythia-1b"])
+    [command] = launch.node_commands(cfg, ["-m", "pretrain_bench.train.worker", "cell.json", "out"], "abcd12345678")
+    assert command[:6] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--overlap", "--kill-on-bad-exit=1",
+                           sys.executable]
+    assert {"--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-id=abcd12345678",
+            f"--rdzv-endpoint=node-a:{29_500 + 0xabcd % 2000}"} <= set(command)
 
 
 def finished(store: Store, cells) -> dict[str, str]:
@@ -104,7 +128,7 @@ def test_a_killed_worker_fails_its_cell_and_the_others_finish(tmp_path):
     grid = ["model=tiny", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]", "steps=5",
             "warmup_steps=1", "model.global_batch=4",
             "+env.PRETRAIN_BENCH_FAULT='kill:rank=1:step=1'"]  # rank 1 exists on cpu-2 only
-    assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 1
+    assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 3  # a failed cell: the sweep is unfinished
     cells, _ = sweep.expand(grid)
     states = {c.hardware: sweep.read_status(Store(tmp_path), c.id) for c in cells}
     assert states["cpu-1"]["state"] == "done"

@@ -2,12 +2,16 @@
 
 The exports reproduce the record's cell (micro-batch, accumulation, precision, tricks, strategy) with the model's
 published recipe (learning rate, AdamW settings, warm-up and cosine decay to `min_lr_ratio`, `recipe.steps` steps).
+Each export is one file the consuming library reads as it is (a flat TrainingArguments JSON for
+`HfArgumentParser.parse_json_file` and the HF example scripts), named after the model, hardware and method, plus a
+notes file with what no config can say (model keyword arguments, tricks the script applies, the launch command).
 No torch here: exporting needs no GPU stack.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +21,36 @@ from omegaconf import OmegaConf
 from pretrain_bench.config import CONFIG_DIR, BenchConfig, from_dict, options
 from pretrain_bench.spec import models
 from pretrain_bench.spec.deepspeed_json import deepspeed_config
-from pretrain_bench.spec.training_args import hf_training_arguments
+from pretrain_bench.spec.training_args import flat_training_arguments, hf_training_arguments
 
 TARGETS = ("hf", "deepspeed", "accelerate")
-FILENAMES = {"hf": "training_args.json", "deepspeed": "deepspeed.json", "accelerate": "accelerate.yaml"}
+SUFFIXES = {"hf": "training_args.json", "deepspeed": "deepspeed.json", "accelerate": "accelerate.yaml"}
 _SCRIPT = "train.py"  # the user's training script, in launch notes
+
+
+def stem(record: dict[str, Any]) -> str:
+    """`<model>_<hardware>_<strategy>_<tricks>_mb<micro-batch>_<key prefix>`: a name that says what was measured, so
+    that exports of different records sit side by side."""
+    c = record["cell"]
+    parts = (c["model"], c["hardware"], c["strategy"], c["tricks"], f"mb{c['micro_batch']}", record["key"][:8])
+    return "_".join(re.sub(r"[^A-Za-z0-9.+-]+", "-", str(p)) for p in parts)
+
+
+def file_name(record: dict[str, Any], to: str) -> str:
+    _check_target(to)
+    return f"{stem(record)}.{SUFFIXES[to]}"
+
+
+def chosen(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The measured record whose key starts with `key` (at least 6 characters, as the table's `key` column shows)."""
+    found = {r["key"]: r for r in records if r["key"].startswith(key) and r["kind"] == "throughput"}
+    if len(key) < 6 or len(found) != 1:
+        raise ValueError(f"key={key} matches {len(found)} measured records; give 6 or more leading characters of "
+                         f"one record's key (`pretrain-bench table --format json` lists them)")
+    [r] = found.values()
+    if r["status"] != "ok":
+        raise ValueError(f"record {r['key'][:12]} ended `{r['status']}`: only a measured method can be exported")
+    return r
 
 
 def _config(record: dict[str, Any]) -> BenchConfig:
@@ -44,9 +73,18 @@ def to_deepspeed_json(record: dict[str, Any]) -> dict[str, Any]:
     return deepspeed_config(cfg)
 
 
+def _sku(record: dict[str, Any]) -> str:
+    return record["env"].get("gpu_sku") or record["config"]["hardware"]["gpu"]
+
+
 def to_hf_training_arguments(record: dict[str, Any]) -> dict[str, Any]:
     """JSON-able kwargs for `transformers.TrainingArguments(output_dir=..., **kwargs)` that reproduce the cell."""
-    return hf_training_arguments(_config(record), record["env"].get("gpu_sku") or record["config"]["hardware"]["gpu"])
+    return hf_training_arguments(_config(record), _sku(record))
+
+
+def to_training_args_json(record: dict[str, Any]) -> dict[str, Any]:
+    """The flat file: TrainingArguments' own fields only, output_dir included."""
+    return flat_training_arguments(_config(record), _sku(record), output_dir=f"checkpoints/{stem(record)}")
 
 
 def script_settings(cfg: BenchConfig) -> list[str]:
@@ -77,20 +115,21 @@ def model_kwargs(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def launch_command(record: dict[str, Any], to: str) -> str:
-    """How to start the user's training script with the exported config (`to` as in write_export)."""
-    _check_target(to)
+    """How to start the user's training script with the exported config (`to` as in write_export); an HF script
+    takes the TrainingArguments JSON as its only argument, as the HF example scripts do."""
+    name = file_name(record, to)
     hw = record["config"]["hardware"]
     if to == "accelerate":
         node_flags = " --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR" if hw["nodes"] > 1 else ""
-        return f"accelerate launch --config_file {FILENAMES[to]}{node_flags} {_SCRIPT}"
+        return f"accelerate launch --config_file {name}{node_flags} {_SCRIPT}"
     if to == "deepspeed":
         nodes = f" --hostfile hostfile --num_nodes={hw['nodes']}" if hw["nodes"] > 1 else ""
-        return f"deepspeed{nodes} --num_gpus={hw['gpus_per_node']} {_SCRIPT} --deepspeed_config {FILENAMES[to]}"
+        return f"deepspeed{nodes} --num_gpus={hw['gpus_per_node']} {_SCRIPT} --deepspeed_config {name}"
     if record["config"]["strategy"]["backend"] == "single":
-        return f"python {_SCRIPT}"
+        return f"python {_SCRIPT} {name}"
     node_flags = (f" --nnodes={hw['nodes']} --node-rank=$NODE_RANK --rdzv-backend=c10d "
                   f"--rdzv-endpoint=$MASTER_ADDR:29500" if hw["nodes"] > 1 else "")
-    return f"torchrun{node_flags} --nproc-per-node={hw['gpus_per_node']} {_SCRIPT}"
+    return f"torchrun{node_flags} --nproc-per-node={hw['gpus_per_node']} {_SCRIPT} {name}"
 
 
 def _distributed_type(cfg: BenchConfig) -> str:
@@ -167,20 +206,32 @@ def _check_target(to: str) -> None:
         raise ValueError(f"unknown export target {to!r}; allowed: {', '.join(TARGETS)}")
 
 
-def _hf_export(record: dict[str, Any]) -> dict[str, Any]:
-    return {"training_arguments": to_hf_training_arguments(record), "model_kwargs": model_kwargs(record),
-            "script_settings": script_settings(_config(record)), "launch": launch_command(record, "hf"),
-            "source": {"key": record["key"], "cell": record["cell"]}}
+def notes(record: dict[str, Any], to: str) -> str:
+    """What the exported file cannot hold, as markdown: where it came from, how to load and launch it, and what the
+    script must set itself."""
+    c, name = record["cell"], file_name(record, to)
+    tput = record.get("throughput") or {}
+    lines = [f"# pretrain-bench export: {c['model']} on {c['hardware']} · {c['strategy']} · {c['tricks']}", "",
+             f"- record `{record['key']}`: micro-batch {c['micro_batch']} × accumulation {c['grad_accum']}"
+             + (f", {tput['tokens_per_s']:,.0f} {tput.get('unit', 'token')}s/s measured" if tput else ""),
+             f"- file: `{name}`", f"- launch: `{launch_command(record, to)}`"]
+    if to == "hf":
+        lines.append("- load: `HfArgumentParser(TrainingArguments).parse_json_file(\"" + name + "\")` (the HF "
+                     "example scripts do this when their only argument is a .json file)")
+    lines.append(f"- model: `from_config(config, **{model_kwargs(record)!r})`")
+    lines += [f"- {setting}" for setting in script_settings(_config(record))]
+    return "\n".join(lines) + "\n"
 
 
-def write_export(record: dict[str, Any], to: str, out_dir: str | Path) -> Path:
-    """Write the export for `to` (hf | deepspeed | accelerate) into out_dir and return the file's path."""
-    _check_target(to)
-    path = Path(out_dir) / FILENAMES[to]
+def write_export(record: dict[str, Any], to: str, out_dir: str | Path) -> list[Path]:
+    """Write the export for `to` (hf | deepspeed | accelerate) and its notes into out_dir: [file, notes]."""
+    name = file_name(record, to)
     if to == "accelerate":
         text = to_accelerate_yaml(record)
     else:
-        text = json.dumps(_hf_export(record) if to == "hf" else to_deepspeed_json(record), indent=2) + "\n"
+        text = json.dumps(to_training_args_json(record) if to == "hf" else to_deepspeed_json(record), indent=2) + "\n"
+    path, notes_path = Path(out_dir) / name, Path(out_dir) / f"{stem(record)}.{to}-notes.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    return path
+    notes_path.write_text(notes(record, to))
+    return [path, notes_path]

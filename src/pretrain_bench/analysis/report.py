@@ -1,7 +1,8 @@
 """Comparison tables from result records (markdown, CSV, HTML). Reads plain records only; no torch.
 
 Rows are grouped by (model, hardware) and sorted fastest first; the best valid measurement of each group is
-starred. Records that failed or are invalid (MFU above peak) are listed but never starred.
+starred. Records that failed or are invalid (MFU above peak) are listed, with their status and its reason, but never
+starred.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import statistics
 from itertools import groupby
 
@@ -20,7 +22,9 @@ from pretrain_bench.spec.stats import repeat_stats
 COLUMNS = ("best", "model", "hardware", "strategy", "tricks", "mb×acc", "tokens/s", "MFU", "step s (median ± IQR/2)",
            "peak mem GiB", "measured / predicted", "compile s", "recipe days (runs)", "GPU-days", "cloud $",
            "5-yr purchase $", "floor days", "status")
-FORMATS = ("md", "csv", "html")
+FORMATS = ("md", "csv", "html", "json")
+FILTERS = ("model", "hardware", "strategy", "tricks")  # cell fields a table can be narrowed to
+_REASON_CHARS = 120
 
 
 def _money(value: float | None) -> str:
@@ -46,7 +50,7 @@ def row(r: dict, best: bool, history: list[dict] = ()) -> dict[str, str]:
     out = dict.fromkeys(COLUMNS, "")
     out.update({"best": "★" if best else "", "model": c["model"], "hardware": c["hardware"],
                 "strategy": c["strategy"], "tricks": c["tricks"], "mb×acc": f"{c['micro_batch']}×{c['grad_accum']}",
-                "status": r["status"] if r["valid"] else "invalid: MFU > 100%"})
+                "status": status(r)})
     if r.get("memory"):
         out["peak mem GiB"] = f"{r['memory']['peak_gib']:.2f}"
     if not r.get("throughput"):
@@ -71,13 +75,35 @@ def row(r: dict, best: bool, history: list[dict] = ()) -> dict[str, str]:
     return out
 
 
-def rows(records: list[dict], history: list[dict] = ()) -> list[dict[str, str]]:
+def status(r: dict) -> str:
+    """`ok`, or the status with its reason: the error's first line, or why an ok measurement is not valid."""
+    if r["status"] == "ok" and r["valid"]:
+        return "ok"
+    if r["status"] == "ok":
+        return f"invalid: {r.get('invalid_reason') or 'not ranked'}"
+    reason = (r.get("error") or "").strip().splitlines()
+    text = f"{r['status']}: {reason[0]}" if reason else r["status"]
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 1] + "…"
+
+
+def select(records: list[dict], **wanted: str | None) -> list[dict]:
+    """The records whose cell matches every given field (FILTERS: model, hardware, strategy, tricks)."""
+    given = {k: v for k, v in wanted.items() if v is not None}
+    if unknown := set(given) - set(FILTERS):
+        raise ValueError(f"unknown filter {sorted(unknown)}; allowed: {', '.join(FILTERS)}")
+    return [r for r in records if all(r["cell"][k] == v for k, v in given.items())]
+
+
+def _ordered(records: list[dict]) -> list[dict]:
+    """Throughput records by (model, hardware), fastest valid first within each."""
     records = [r for r in records if r["kind"] == "throughput"]
+    return sorted(records, key=lambda r: (r["cell"]["model"], r["cell"]["hardware"], -_speed(r)))
+
+
+def rows(records: list[dict], history: list[dict] = ()) -> list[dict[str, str]]:
     history = history or records
-    records.sort(key=lambda r: (r["cell"]["model"], r["cell"]["hardware"], -_speed(r)))
     out = []
-    for _, group in groupby(records, key=lambda r: (r["cell"]["model"], r["cell"]["hardware"])):
-        group = list(group)
+    for _, group in groupby(_ordered(records), key=lambda r: (r["cell"]["model"], r["cell"]["hardware"])):
         out += [row(r, best=(i == 0 and _speed(r) > 0), history=history) for i, r in enumerate(group)]
     return out
 
@@ -87,6 +113,10 @@ def table(records: list[dict], fmt: str = "md", history: list[dict] = ()) -> str
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r}; allowed: {', '.join(FORMATS)}")
     body = rows(records, history)
+    if fmt == "json":
+        keys = [r["key"] for r in _ordered(records)]
+        return json.dumps([{"key": k, **row} for k, row in zip(keys, body, strict=True)], indent=2,
+                          ensure_ascii=False) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS)

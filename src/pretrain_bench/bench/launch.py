@@ -21,13 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain_bench.config import BenchConfig, ConfigError, to_dict
-from pretrain_bench.spec import gpus
+from pretrain_bench.bench.progress import Watcher, following
+from pretrain_bench.config import BenchConfig, to_dict
 
 # The most specific failure among the ranks names the cell's status.
 FAILURE_PRIORITY = ("oom", "diverged", "timeout", "error")
-_DETECT = ("import torch; n = torch.cuda.device_count(); print(n); "
-           "print(torch.cuda.get_device_name(0) if n else '')")
 
 
 @dataclass
@@ -36,54 +34,6 @@ class CellOutcome:
     error: str | None
     measurement: dict | None
     failed_step: int | None = None
-
-
-def detect_gpu(cfg: BenchConfig) -> str:
-    """The catalogue key of this machine's GPU, checked against the config before any worker starts."""
-    hw = cfg.hardware
-    if hw.gpu == "cpu":
-        return "cpu"
-    if hw.nodes > 1 and cfg.multinode == "srun" and "SLURM_JOB_ID" not in os.environ:
-        raise ConfigError("hardware.nodes", f"{hw.name} spans {hw.nodes} nodes: run it inside a SLURM allocation of "
-                                            f"{hw.nodes} nodes (`pretrain-bench sweep … hydra/launcher=slurm`); "
-                                            "allowed here: single-node hardware")
-    # In a subprocess, so that this process never creates a CUDA context (which would hold GPU memory).
-    out = subprocess.run([sys.executable, "-c", _DETECT], capture_output=True, text=True, check=True).stdout.split("\n")
-    count, name = int(out[0]), out[1].strip()
-    if count < hw.gpus_per_node:
-        raise ConfigError("hardware", f"{hw.name} needs {hw.gpus_per_node} CUDA GPUs, this machine shows {count}; "
-                                      f"allowed here: cpu-1, cpu-2" + (f", or up to {count}x GPUs" if count else ""))
-    sku = gpus.identify(name)
-    if hw.gpu == "unknown":
-        print(f"pretrain-bench: warning: running {name!r} as an unknown GPU"
-              f"{f' (the catalogue knows it as {sku!r})' if sku else ''}: MFU stays empty unless "
-              f"hardware.peak_tflops is given", file=sys.stderr)
-        return "unknown"
-    if sku != hw.gpu:
-        raise ConfigError("hardware.gpu", f"the config says {hw.gpu!r} but this machine's GPU is {name!r} "
-                                          f"(catalogue key {sku!r}); MFU and cost would use the wrong peak. "
-                                          f"Allowed values: {sku or 'unknown (runs with a warning), or add '}"
-                                          f"{'' if sku else 'configs/gpu/<key>.yaml with its datasheet figures'}")
-    return sku
-
-
-_VERSIONS = ("import json, torch; nccl = torch.cuda.nccl.version() if torch.cuda.is_available() else None; "
-             "print(json.dumps({'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(), "
-             "'nccl': '.'.join(map(str, nccl)) if isinstance(nccl, tuple) else nccl}))")
-
-
-def device_versions(cfg: BenchConfig) -> dict[str, str | None]:
-    """CUDA, cuDNN and NCCL as torch was built with them, and the driver: they change kernels and speed. Read in a
-    subprocess (no CUDA context here); empty on CPU hardware, where none of them runs."""
-    if cfg.hardware.gpu == "cpu":
-        return {}
-    out = subprocess.run([sys.executable, "-c", _VERSIONS], capture_output=True, text=True, check=True).stdout
-    versions = {k: None if v is None else str(v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
-    smi = shutil.which("nvidia-smi")
-    query = smi and subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                                   text=True)
-    versions["driver"] = query.stdout.split("\n")[0].strip() if query and query.returncode == 0 else None
-    return versions
 
 
 def worker_env(cfg: BenchConfig) -> dict[str, str]:
@@ -128,17 +78,17 @@ def node_commands(cfg: BenchConfig, worker: list[str], run_id: str) -> list[list
 
 
 def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
-             corpus: Path | None = None) -> CellOutcome:
+             corpus: Path | None = None, watcher: Watcher | None = None) -> CellOutcome:
     """Launch the ranks of one cell, wait at most cfg.timeout_s, and read the ranks' status files.
 
     `work_dir` receives the cell spec, one status file per rank and the log; it must be on a file system that every
-    node sees (the store is) when the cell spans nodes.
+    node sees (the store is) when the cell spans nodes. A watcher hears the log's lines while the ranks run.
     """
-    return run_cells([cfg], work_dir, mode, corpus)[0]
+    return run_cells([cfg], work_dir, mode, corpus, watcher)[0]
 
 
 def run_cells(cfgs: list[BenchConfig], work_dir: Path, mode: str = "throughput",
-              corpus: Path | None = None) -> list[CellOutcome]:
+              corpus: Path | None = None, watcher: Watcher | None = None) -> list[CellOutcome]:
     """Several cells of one hardware layout in one launch, trained in turn by the same ranks: the process start and
     imports (~9 s on a small CPU) are paid once. For equivalence checks, where a cell's failure may end the
     launch; a measurement that must stand alone (OOM probes, timings) gets a launch of its own (`run_cell`).
@@ -151,12 +101,16 @@ def run_cells(cfgs: list[BenchConfig], work_dir: Path, mode: str = "throughput",
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     spec = work_dir / "cell.json"
-    spec.write_text(json.dumps({"configs": [to_dict(c) for c in cfgs], "mode": mode, "corpus": corpus and str(corpus)}))
+    spec.write_text(json.dumps({"configs": [to_dict(c) for c in cfgs], "mode": mode,
+                                "corpus": corpus and str(corpus)}))
     worker = ["-m", "pretrain_bench.train.worker", str(spec), str(work_dir)]
     commands = node_commands(cfg, worker, run_id=hashlib.sha1(str(work_dir).encode()).hexdigest()[:12])
     cell_dirs = [work_dir] if len(cfgs) == 1 else [work_dir / f"cell{i}" for i in range(len(cfgs))]
     oom_kills = oom_kill_count()
-    with open(work_dir / "log.txt", "w") as log, _signals_raise():
+    log_path = work_dir / "log.txt"
+    log_path.touch()  # before the follower starts, so that it never waits on a file a crash never wrote
+    with (open(log_path, "w") as log, _signals_raise(),
+          following(log_path, watcher) if watcher else contextlib.nullcontext()):
         # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
         procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
                                   start_new_session=True) for cmd in commands]

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain_bench.analysis import record
-from pretrain_bench.bench import launch, tracking
+from pretrain_bench.bench import launch, probe, tracking
+from pretrain_bench.bench.progress import Watcher
 from pretrain_bench.bench.store import Store
 from pretrain_bench.config import BenchConfig
 
@@ -40,6 +41,7 @@ class Runner:
     store: Store
     force: bool = False
     group: str | None = None  # experiment-tracker group (a sweep cell)
+    watcher: Watcher = field(default_factory=Watcher)  # hears each cell's log while it runs (live progress)
     versions: dict = field(default_factory=record.library_versions)
     _skus: dict = field(default_factory=dict)
     _device_versions: dict = field(default_factory=dict)
@@ -48,14 +50,14 @@ class Runner:
         """The machine's GPU, checked against the config once per hardware layout (before any worker starts)."""
         name = cfg.hardware.name
         if name not in self._skus:
-            self._skus[name] = launch.detect_gpu(cfg)
+            self._skus[name] = probe.detect_gpu(cfg)
         return self._skus[name]
 
     def all_versions(self, cfg: BenchConfig) -> dict:
         """Library versions, and on GPUs those of CUDA, cuDNN, NCCL and the driver (read once per layout)."""
         name = cfg.hardware.name
         if name not in self._device_versions:
-            self._device_versions[name] = launch.device_versions(cfg)
+            self._device_versions[name] = probe.device_versions(cfg)
         return {**self.versions, **self._device_versions[name]}
 
     def key(self, cfg: BenchConfig) -> str:
@@ -70,7 +72,7 @@ class Runner:
 
         # The split and tokenizer are fixed (seed 0) so that every seed and method is judged on the same validation
         # set; cfg.seed still sets initial weights and batch order.
-        path = corpus.prepare(cfg.data, cfg.model.seq_len, seed=0)
+        path = corpus.prepare(cfg.data, cfg.model.seq_len, seed=0, progress=self.watcher.corpus)
         vocab = -(-corpus.PackedCorpus.open(path).vocab_size // 64) * 64
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab)), path
 
@@ -86,14 +88,20 @@ class Runner:
         if prior := self._final_record(cfg, kind):
             return prior
         key = self.key(cfg)
-        outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=record.Kind(kind).worker_mode,
-                                  corpus=corpus_path)
+        run_dir = self.store.run_dir(f"{key}-{kind}")
+        c = record.cell(cfg)
+        total = cfg.target.max_steps if kind == "target" else cfg.warmup_steps + cfg.steps
+        self.watcher.started(f"{c['model']} · {c['strategy']} · {c['tricks']} · mb {c['micro_batch']}",
+                             run_dir / "log.txt", total)
+        outcome = launch.run_cell(cfg, run_dir, mode=record.Kind(kind).worker_mode, corpus=corpus_path,
+                                  watcher=self.watcher)
         measured_env = (outcome.measurement or {}).get("env", {})
         env = {**self.all_versions(cfg), "gpu_sku": self.gpu_sku(cfg), "hostname": socket.gethostname(),
                "worker_env": key_env(cfg), **measured_env}
         result = record.make_record(cfg, key, outcome.status, outcome.error, outcome.measurement, env, kind=kind,
                                     failed_step=outcome.failed_step)
         self.store.append(result)
+        self.watcher.finished(result, run_dir / "log.txt")
         if cfg.logger == "wandb":
             tracking.log_record(result, group=self.group)
         return result

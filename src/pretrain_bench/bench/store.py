@@ -1,12 +1,16 @@
 """Append-only JSONL store of result records, safe for concurrent writers. No torch.
 
 One file, `records.jsonl`, one record per line. Appends hold an exclusive file lock and write a whole line at once,
-so concurrent writers never interleave. A torn or corrupt line (a crash mid-write, a hand edit) is reported and
-skipped when reading, never fatal. Each measurement's spec, rank status files and log go to `runs/<key>-<kind>/`.
+so concurrent writers never interleave. Where the file system has no `flock` (some NFS and Lustre mounts) the lock
+is a lock file instead (filelock's SoftFileLock), said once. A torn or corrupt line (a crash mid-write, a hand
+edit) is reported and skipped when reading, never fatal. Each measurement's spec, rank status files and log go to
+`runs/<key>-<kind>/`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,11 +19,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, SoftFileLock
 
 from pretrain_bench.analysis import record as rec
 
 MIN_FREE_BYTES = 64 * 2**20  # room for records and worker logs
+# flock's errors on file systems without it: Lustre mounted without flock (ENOSYS), NFS without a lock manager
+# (ENOLCK), FUSE and others (EOPNOTSUPP).
+NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
+SOFT_LOCK_TIMEOUT_S = 600  # a soft lock outlives a writer killed while holding it: wait this long, then say so
+_said_soft: set[str] = set()
 
 
 class Store:
@@ -34,7 +43,8 @@ class Store:
 
     def check_writable(self) -> None:
         """Fail before any work starts if records could not be saved afterwards: write and remove a probe file
-        (permission bits alone say nothing to root or about a read-only mount), and require some free space."""
+        (permission bits alone say nothing to root or about a read-only mount), take the append lock once, and
+        require some free space."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check-"):
@@ -42,6 +52,8 @@ class Store:
             if self.path.exists():
                 with open(self.path, "ab"):
                     pass
+            with self.locked():
+                pass
         except OSError as e:
             raise PermissionError(f"store {self.root} is not writable ({e.strerror}); choose another with store=…") \
                 from None
@@ -50,10 +62,31 @@ class Store:
             raise PermissionError(f"store {self.root} has {free / 2**20:.0f} MiB free, less than "
                                   f"{MIN_FREE_BYTES / 2**20:.0f} MiB: records and logs could not be written")
 
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the store's exclusive lock: flock, or a lock file where the file system has no flock."""
+        try:
+            self.lock.acquire()
+        except OSError as e:
+            if e.errno not in NO_FLOCK or isinstance(self.lock, SoftFileLock):
+                raise
+            # Its own name: the flock attempt leaves the usual lock file behind, which a soft lock would take as held.
+            self.lock = SoftFileLock(str(self.root / ".records.softlock"), timeout=SOFT_LOCK_TIMEOUT_S)
+            if str(self.root) not in _said_soft:
+                _said_soft.add(str(self.root))
+                print(f"store {self.root}: this file system has no flock ({e.strerror}); locking with the file "
+                      f"{self.lock.lock_file} instead (if a writer is killed holding it, remove it by hand)",
+                      file=sys.stderr)
+            self.lock.acquire()
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def append(self, record: dict) -> None:
         line = json.dumps(record, sort_keys=True) + "\n"
         self.root.mkdir(parents=True, exist_ok=True)
-        with self.lock:
+        with self.locked():
             with open(self.path, "a+b") as f:
                 f.seek(0, os.SEEK_END)
                 if f.tell() and self._last_byte(f) != b"\n":

@@ -1,9 +1,9 @@
-"""The Hydra application of a sweep: one job = the method search of one (model, hardware) cell.
+"""What a sweep job runs: the method search of one (model, hardware) cell of a plan.
 
-Started by `pretrain-bench sweep` as `python -m pretrain_bench.bench.sweep_app -m plan=… cell=a,b,…` with whichever
-Hydra launcher the user chose (basic, submitit_local, slurm). A job never raises: whatever happens becomes the cell's
-status, so one failing cell cannot abort the multirun. In a multi-node SLURM job every node runs this function;
-only the first drives the search (its cells start torchrun on all nodes through srun), the others return.
+Local launchers (basic, submitit_local) start the Hydra application here as `python -m pretrain_bench.bench.sweep_app
+-m plan=… cell=a,b,…`; on SLURM, submitit runs `CellJob` in each cell's job. A job never raises: whatever happens
+becomes the cell's status, so one failing cell cannot abort the sweep. In a multi-node SLURM job every node runs the
+job; only the first drives the search (its cells start torchrun on all nodes through srun), the others return.
 """
 
 from __future__ import annotations
@@ -46,14 +46,32 @@ def run_cell(cell: sweep.Cell, store: Store) -> None:
                            error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=10))
 
 
-@hydra.main(config_path=str(config.CONFIG_DIR), config_name="sweep_job", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def run_planned(plan_path: str, cell_id: str) -> None:
     if node_rank() != 0:
         return
-    plan = json.loads(Path(cfg.plan).read_text())
-    spec = plan["cells"][str(cfg.cell)]
+    plan = json.loads(Path(plan_path).read_text())
+    spec = plan["cells"][cell_id]
     cell = sweep.Cell(**{**spec, "overrides": tuple(spec["overrides"]), "strategies": tuple(spec["strategies"])})
     run_cell(cell, Store(plan["store"]))
+
+
+class CellJob:
+    """A cell's SLURM job (a submitit callable). At a time limit or a preemption submitit calls `checkpoint` and
+    requeues the job: the requeued job runs the cell's search again, which reuses every probe and measurement
+    already in the store, so only the interrupted measurement is repeated."""
+
+    def __call__(self, plan_path: str, cell_id: str) -> None:
+        run_planned(plan_path, cell_id)
+
+    def checkpoint(self, plan_path: str, cell_id: str):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, plan_path, cell_id)
+
+
+@hydra.main(config_path=str(config.CONFIG_DIR), config_name="sweep_job", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_planned(str(cfg.plan), str(cfg.cell))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`pretrain-bench` command line: run, search, validate, sweep, status, target, profile, peers, numerics, ….
 
 Hydra overrides (`model=pythia-160m micro_batch=8 ...`) follow the sub-command. Config problems exit with status 2
-and one paragraph naming the key, before any worker process starts. Each command lives in the module of its family;
-this one only parses arguments and dispatches.
+and one paragraph naming the key, before any worker process starts; `common` lists every exit status. Each command
+lives in the module of its family; this one only parses arguments and dispatches.
 """
 
 from __future__ import annotations
@@ -10,24 +10,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pretrain_bench
 from pretrain_bench import config
 from pretrain_bench.analysis import export, report
-from pretrain_bench.bench import sweep
-from pretrain_bench.bench.store import Store
-from pretrain_bench.cli import compare, measure, predict, results
+from pretrain_bench.cli import compare, listing, measure, predict, results
 from pretrain_bench.cli import search as search_cmd
 from pretrain_bench.cli import sweep as sweep_cmd
+from pretrain_bench.cli.common import BAD_INPUT, EPILOG
 
 
 def parser() -> argparse.ArgumentParser:
     """Sub-commands; each sets `handler`, a function of the parsed arguments."""
-    p = argparse.ArgumentParser(prog="pretrain-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="pretrain-bench", description=__doc__.splitlines()[0], epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p.add_argument("--config-dir", action="append", default=[], help=CONFIG_DIR_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, overrides: str | None, force: bool, handler) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help)
+        cmd = sub.add_parser(name, help=help, epilog=EPILOG)
         if overrides:
             cmd.add_argument("overrides", nargs="*", help=overrides)
+            # SUPPRESS: a sub-command's default must not erase a --config-dir given before the sub-command
+            cmd.add_argument("--config-dir", action="append", default=argparse.SUPPRESS, help=CONFIG_DIR_HELP)
+        if overrides and name not in ONE_CONFIG_EXCEPT:
+            cmd.add_argument("--print-config", action="store_true",
+                             help="print the resolved config (YAML) and exit without running anything")
         if force:
             cmd.add_argument("--force", action="store_true", help="measure again what the store already has")
         cmd.set_defaults(handler=handler)
@@ -48,11 +55,15 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--reference-steps", type=int, default=10, help="timed steps of the short reference run")
     swp = command("sweep", "a grid of model × hardware searches, resumable, local or on SLURM",
                   "model=a,b hardware=x,y methods=… [sweep=paper] [hydra/launcher=slurm hydra.launcher.partition=…]",
-                  False, lambda a: sweep_cmd.cmd_sweep(a.overrides, a.store, a.dry_run))
+                  False, lambda a: sweep_cmd.cmd_sweep(a.overrides, a.store, a.dry_run, a.detach))
     swp.add_argument("--dry-run", action="store_true", help="show the cells that would be launched, launch none")
-    sts = command("status", "done / running / failed / missing cells of a sweep",
+    swp.add_argument("--detach", action="store_true", help="SLURM: submit the jobs and return at once")
+    sts = command("status", "done / running / failed / missing cells of a sweep, with their SLURM jobs' states",
                   "the sweep's overrides (as given to `sweep`)", False,
-                  lambda a: sweep_cmd.cmd_status(sweep.expand(a.overrides)[0], Store(a.store)))
+                  lambda a: sweep_cmd.cmd_status_of(a.overrides, a.store, a.watch))
+    sts.add_argument("--watch", action="store_true", help="follow until no job of the sweep is queued or running")
+    cnc = command("cancel", "cancel the queued and running SLURM jobs of a sweep", "the sweep's overrides", False,
+                  lambda a: sweep_cmd.cmd_cancel(a.overrides, a.store))
     command("profile", "profiler trace and time breakdown of one cell's timed steps",
             "the cell's overrides, as for `run`", False, lambda a: measure.cmd_profile(a.overrides))
     command("numerics", "loss curves of faster methods against the baseline's seed-to-seed spread (table + PNG)",
@@ -63,28 +74,53 @@ def parser() -> argparse.ArgumentParser:
             lambda a: compare.cmd_peers(a.overrides))
     rep = command("reproduce", "published training-time claims vs the hardware's peak and our records", None, False,
                   lambda a: results.cmd_reproduce(a.store, a.claims))
-    rep.add_argument("--claims", default=str(config.CONFIG_DIR.parent / "results" / "reference" / "claims.csv"))
+    rep.add_argument("--claims", default=str(config.shipped("reference", "results/reference") / "claims.csv"))
     tab = command("table", "comparison table of the records in a store", None, False,
-                  lambda a: results.cmd_table(a.store, a.format))
+                  lambda a: results.cmd_table(a.store, a.format, {k: getattr(a, k) for k in report.FILTERS}))
     tab.add_argument("--format", choices=report.FORMATS, default="md")
-    exp = command("export", "the best measured method as a Hugging Face, DeepSpeed or accelerate config",
-                  "model=<name> hardware=<name>", False,
+    for key in report.FILTERS:
+        tab.add_argument(f"--{key}", help=f"only records of this {key} (its name as in the table)")
+    exp = command("export", "a measured method as a Hugging Face, DeepSpeed or accelerate config",
+                  "model=<name> hardware=<name> [strategy=…] [tricks=…] (the fastest such record), or key=<record>",
+                  False,
                   lambda a: results.cmd_export(a.overrides, a.store, a.to, a.out))
     exp.add_argument("--to", choices=export.TARGETS, default="hf")
     exp.add_argument("--out", default="exports", help="directory to write into")
     plt = command("plot", "PNG plots of the records in a store", None, False,
                   lambda a: results.cmd_plot(a.store, a.out))
     plt.add_argument("--out", default="plots", help="directory to write into")
-    for cmd in (swp, sts, rep, tab, exp, plt):
+    lst = command("list", "the models, hardware layouts, strategies, trick sets and GPU types that can be named",
+                  None, False, lambda a: listing.cmd_list(a.what))
+    lst.add_argument("what", nargs="?", choices=listing.WHAT, help="one kind only (default: all)")
+    for cmd in (swp, sts, cnc, rep, tab, exp, plt):
         cmd.add_argument("--store", default="bench-results")
     predict.register(sub)  # predict, plan, calibrate, predict-check
     return p
 
 
+ONE_CONFIG_EXCEPT = ("sweep", "status", "cancel", "export")  # a grid of configs, or record selectors: nothing to print
+CONFIG_DIR_HELP = ("a directory of your own configs laid out as configs/ (model/, hardware/, …), searched after the "
+                   "package's: a new model or hardware layout is one YAML file there (repeatable)")
+
+
+def version() -> str:
+    """The installed distribution's version, or the source tree's (PYTHONPATH runs have no metadata)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pretrain-bench")
+    except metadata.PackageNotFoundError:
+        return pretrain_bench.__version__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        for path in args.config_dir:
+            config.add_config_dir(path)
+        if getattr(args, "print_config", False):
+            return listing.print_config(args.overrides)
         return args.handler(args)
     except (config.ConfigError, PermissionError) as e:
         print(f"pretrain-bench: {e}", file=sys.stderr)
-        return 2
+        return BAD_INPUT

@@ -7,20 +7,20 @@ import sys
 
 from pretrain_bench import config
 from pretrain_bench.analysis import numerics, peers, plot, record, report
-from pretrain_bench.cli.common import open_runner, summary
-from pretrain_bench.config import list_options
+from pretrain_bench.cli.common import CRASH, FINDING, OK, exit_status, open_runner, summary
+from pretrain_bench.config import cli_options as options
 
 
 def cmd_numerics(overrides: list[str], force: bool) -> int:
     """Loss curves of faster methods against the baseline's seed-to-seed spread, with a table and a plot."""
-    overrides, methods = list_options.pop_option(overrides, "methods", None)
-    overrides, baseline = list_options.pop_option(overrides, "baseline", None)
-    overrides, seeds = list_options.pop_option(overrides, "seeds", "3")
+    overrides, methods = options.pop_option(overrides, "methods", None)
+    overrides, baseline = options.pop_option(overrides, "baseline", None)
+    overrides, seeds = options.pop_option(overrides, "seeds", "3")
     if not methods:
         raise config.ConfigError("methods", "name the methods to compare, e.g. methods=[free-lunch-flce,zero2:bf16]")
     if not seeds.isdigit() or int(seeds) < 2:
         raise config.ConfigError("seeds", f"the baseline's spread needs at least 2 seeds, got {seeds!r}")
-    baseline_overrides = list_options.method_to_overrides(baseline) if baseline else []
+    baseline_overrides = options.method_to_overrides(baseline) if baseline else []
     base = config.compose([*overrides, *baseline_overrides])
     store, runner = open_runner(base.store, force=force)
     label = baseline or config.tricks_label(base.tricks)
@@ -30,19 +30,20 @@ def cmd_numerics(overrides: list[str], force: bool) -> int:
         print(summary(r), flush=True)
         return r
 
-    base_runs = [r for i in range(int(seeds)) if (r := measure(baseline_overrides, base.seed + i))["status"] == "ok"]
+    base_all = [measure(baseline_overrides, base.seed + i) for i in range(int(seeds))]
+    base_runs = [r for r in base_all if r["status"] == "ok"]
     if len(base_runs) < 2:
         print(f"the baseline {label} has {len(base_runs)} ok runs; its spread needs 2", file=sys.stderr)
-        return 1
+        return exit_status(base_all)
     curves = [r["losses"] for r in base_runs]
     window = min(numerics.WINDOW, len(curves[0]))
     verdicts, method_curves = [], {}
     speeds = {label: report.rate(base_runs[0]["throughput"], unit=True)}
-    failed = 0
+    failed = []
     for method in [m.strip() for m in methods.strip("[]").split(",")]:
-        r = measure(list_options.method_to_overrides(method), base.seed)
+        r = measure(options.method_to_overrides(method), base.seed)
         if r["status"] != "ok":
-            failed += 1
+            failed.append(r)
             continue
         verdicts.append(numerics.judge(method, r["losses"], curves, window))
         speeds[method], method_curves[method] = report.rate(r["throughput"], unit=True), r["losses"]
@@ -52,7 +53,9 @@ def cmd_numerics(overrides: list[str], force: bool) -> int:
     name.with_suffix(".md").write_text(table)
     figure = plot.loss_curves({label: curves}, method_curves, name.with_suffix(".png"), title)
     print(f"{table}written: {name.with_suffix('.md')}, {figure}")
-    return 0 if not failed and all(v.within_spread for v in verdicts) else 1
+    if failed:
+        return exit_status(failed)
+    return OK if all(v.within_spread for v in verdicts) else FINDING
 
 
 def cmd_peers(overrides: list[str]) -> int:
@@ -82,4 +85,6 @@ def cmd_peers(overrides: list[str]) -> int:
     path = store.root / f"peers-{cfg.model.name}-{cfg.hardware.name}.md"
     path.write_text(text)
     print(f"\n{text}\ntable: {path}")
-    return 0 if peers.ratio(rows) is not None else 1
+    if peers.ratio(rows) is not None:
+        return OK
+    return exit_status([r for side in peers.SIDES for r in records[side]]) or CRASH

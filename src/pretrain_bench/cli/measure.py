@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from pretrain_bench import config
 from pretrain_bench.analysis import record, report
-from pretrain_bench.cli.common import open_runner, summary
-from pretrain_bench.config import list_options
+from pretrain_bench.cli.common import CRASH, CRASHES, FINDING, exit_status, open_runner, summary
+from pretrain_bench.config import cli_options as options
 
 
 def cmd_run(overrides: list[str], force: bool) -> int:
@@ -24,7 +25,7 @@ def cmd_run(overrides: list[str], force: bool) -> int:
     result = runner.measure(cfg)
     print(summary(result))
     print(f"record {result['key']} appended to {store.path}")
-    return 0 if result["status"] == "ok" and result["valid"] else 1
+    return exit_status([result])
 
 
 def cmd_validate(overrides: list[str], force: bool, reference_steps: int) -> int:
@@ -34,11 +35,11 @@ def cmd_validate(overrides: list[str], force: bool, reference_steps: int) -> int
     reference = runner.measure(dataclasses.replace(cfg, steps=reference_steps))
     print(f"reference ({reference_steps} timed steps): {summary(reference)}", flush=True)
     if reference["status"] != "ok":
-        return 1
+        return exit_status([reference])
     long = runner.measure(cfg, kind="validate")
     if long["status"] != "ok":
         print(f"validation run: {summary(long)}")
-        return 1
+        return exit_status([long])
     measured = long["timing"]["timed_wall_s"]
     predicted = cfg.steps * reference["timing"]["honest_stats"]["median"]
     legacy = cfg.steps * reference["timing"]["legacy"]["stats"]["median"]
@@ -51,44 +52,69 @@ def cmd_validate(overrides: list[str], force: bool, reference_steps: int) -> int
     return 0
 
 
+# A profiler trace grows with every kernel it records: a few GB for a 1B model over ten steps at the recipe's
+# accumulation. The profile records this many steps after warm-up, at this much accumulation at most (the step's
+# anatomy, which repeats per micro-batch, is the same; the record's global batch says what ran).
+PROFILE_STEPS = 2
+PROFILE_MAX_ACCUM = 2
+
+
+def profile_config(cfg: config.BenchConfig) -> config.BenchConfig:
+    accum = min(cfg.grad_accum, PROFILE_MAX_ACCUM)
+    model = dataclasses.replace(cfg.model, global_batch=cfg.world_size * cfg.micro_batch * accum)
+    return dataclasses.replace(cfg, model=model, steps=PROFILE_STEPS, warmup_steps=max(1, min(cfg.warmup_steps, 2)))
+
+
 def cmd_profile(overrides: list[str]) -> int:
-    """Profile the cell's timed steps: trace files per rank and a breakdown of where the step time goes."""
-    cfg = config.compose(overrides)
+    """Profile two steps of the cell at a capped accumulation: trace files per rank and a breakdown of where the step
+    time goes."""
+    full = config.compose(overrides)
+    cfg = profile_config(full)
     store, runner = open_runner(cfg.store, force=True)
+    capped = (f" (the cell's is {full.grad_accum}: global batch {cfg.model.global_batch} instead of "
+              f"{full.model.global_batch})" if cfg.grad_accum != full.grad_accum else "")
+    print(f"profiling {cfg.steps} steps after {cfg.warmup_steps} warm-up at micro-batch {cfg.micro_batch} × "
+          f"accumulation {cfg.grad_accum}{capped}", flush=True)
     result = runner.measure(cfg, kind="profile")
     if result["status"] != "ok":
         print(summary(result))
-        return 1
+        return CRASH if result["status"] in CRASHES else FINDING
     prof = result["profile"]
     wall = prof["wall_s"]
-    print(f"{summary(result).splitlines()[0]}\nwhere the {cfg.steps} timed steps' {wall:.3f} s went on rank 0 "
+    print(f"{summary(result).splitlines()[0]}\nwhere the {cfg.steps} profiled steps' {wall:.3f} s went on rank 0 "
           f"({prof['clock']}):")
     for name, secs in sorted(prof["seconds"].items(), key=lambda kv: -kv[1]):
         print(f"  {name:14s} {secs:9.3f} s  {secs / wall:6.1%}")
     if prof["idle_s"] is not None:
         print(f"  {'idle':14s} {prof['idle_s']:9.3f} s  {prof['idle_s'] / wall:6.1%}")
-    print(f"trace (open in chrome://tracing or Perfetto): {prof['trace']}")
+    traces = sorted(Path(prof["trace"]).parent.glob("trace_rank*.json"))
+    print("traces (one per rank):")
+    for trace in traces:
+        print(f"  {trace}  {trace.stat().st_size / 2**20:,.1f} MiB")
+    print("open one: drag it into https://ui.perfetto.dev (nothing is uploaded; it runs in the browser) or load it "
+          "in chrome://tracing")
     return 0
 
 
 def cmd_target(overrides: list[str], force: bool) -> int:
     """Train each method until the validation loss reaches target.loss, `target.seeds` times, and compare."""
-    overrides, methods = list_options.pop_option(overrides, "methods", None)
+    overrides, methods = options.pop_option(overrides, "methods", None)
     base = config.compose(overrides)
     if base.target.loss is None:
         raise config.ConfigError("target.loss", "is required, e.g. target.loss=3.5")
     store, runner = open_runner(base.store, force=force)
-    rows = []
+    rows, everything = [], []
     for method in ([m.strip() for m in methods.strip("[]").split(",")] if methods else [None]):
-        method_overrides = [] if method is None else list_options.method_to_overrides(method)
+        method_overrides = [] if method is None else options.method_to_overrides(method)
         records = []
         for i in range(base.target.seeds):
             cfg = config.compose([*overrides, *method_overrides, f"seed={base.seed + i}"])
             records.append(runner.measure(cfg, kind="target"))
             print(summary(records[-1]), flush=True)
         rows.append(report.target_row(method or config.tricks_label(base.tricks), records))
+        everything += records
     print(report.target_table(rows), end="")
     out = store.root / f"target-{base.model.name}-{base.hardware.name}.json"
     out.write_text(json.dumps(rows, indent=2))
     print(f"summary: {out}")
-    return 0 if all(r["reached"] == r["runs"] for r in rows) else 1
+    return exit_status(everything)

@@ -176,7 +176,7 @@ def cmd_predict_check(reference_csv: str | None, memory_csv: str | None) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the four commands to `pretrain-bench`'s sub-parsers."""
-    reference_dir = config.CONFIG_DIR.parent / "results" / "reference"
+    reference_dir = config.shipped("reference", "results/reference")
     p = sub.add_parser("predict", help="predicted step time, memory, days and cost of a cell (no GPU needed)")
     p.add_argument("overrides", nargs="*", help="the same overrides as `run`; methods=all ranks every method")
     p.set_defaults(handler=lambda a: cmd_predict(a.overrides))

@@ -8,16 +8,16 @@ import sys
 
 from pretrain_bench.analysis import report
 from pretrain_bench.bench import search
-from pretrain_bench.cli.common import open_runner, summary
-from pretrain_bench.config import list_options
+from pretrain_bench.cli.common import FINDING, open_runner, summary
+from pretrain_bench.config import cli_options as options
 
 
 def cmd_search(overrides: list[str], force: bool) -> int:
-    overrides, methods = list_options.pop_option(overrides, "methods", "free-lunch")
-    overrides, strategies = list_options.pop_option(overrides, "strategies", None)
-    overrides, prune = list_options.pop_option(overrides, "search.prune", "predicted")
+    overrides, methods = options.pop_option(overrides, "methods", "free-lunch")
+    overrides, strategies = options.pop_option(overrides, "strategies", None)
+    overrides, prune = options.pop_option(overrides, "search.prune", "predicted")
     base = search.base_config(overrides)
-    store, runner = open_runner(base.store, force=force)
+    store, runner = open_runner(base.store, force=force, live=False)  # its own progress bar over methods
     runner.gpu_sku(base)
     allowed = [s.strip() for s in strategies.strip("[]").split(",")] if strategies else None
     methods_to_try, pruned = search.candidates(base, methods, allowed)
@@ -53,7 +53,7 @@ def cmd_search(overrides: list[str], force: bool) -> int:
     print(f"search took {result.elapsed_s / 60:.1f} min; summary: {summary_path}")
     if not best:
         print("no method fits and runs on this hardware", file=sys.stderr)
-        return 1
+        return FINDING
     print(f"best: {best.method.label} at micro-batch {best.micro_batch}: {summary(best.record)}")
     return 0
 

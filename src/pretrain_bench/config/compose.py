@@ -3,8 +3,10 @@ rewritten into one `ConfigError` that names the key and lists what is allowed.""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -23,6 +25,38 @@ from pretrain_bench.config.schema import (
 from pretrain_bench.config.validate import validate
 from pretrain_bench.spec.paths import CONFIG_DIR
 
+USER_DIRS_ENV = "PRETRAIN_BENCH_CONFIG_DIRS"  # the user's own config directories (`--config-dir`), os.pathsep-separated
+
+
+def add_config_dir(path: str | Path) -> Path:
+    """Add a user's config directory (same layout: `model/`, `hardware/`, …) to every later composition, in this
+    process and in the processes it starts (sweep jobs inherit the environment)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError("--config-dir", f"{path} is not a directory; give a directory laid out as configs/ "
+                                          f"(model/, hardware/, strategy/, tricks/, …)")
+    dirs = [str(d) for d in user_config_dirs()]
+    if str(path) not in dirs:
+        os.environ[USER_DIRS_ENV] = os.pathsep.join([*dirs, str(path)])
+    return path
+
+
+def user_config_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(USER_DIRS_ENV, "").split(os.pathsep) if d]
+
+
+def config_dirs() -> list[Path]:
+    """Where config files are looked up, in Hydra's order: the package's configs win over a user's on equal names."""
+    return [CONFIG_DIR, *user_config_dirs()]
+
+
+def config_file(group: str, name: str) -> Path:
+    """The YAML file of a config `name` in `group` (e.g. strategy/zero2), wherever it lives."""
+    for d in config_dirs():
+        if (path := d / group / f"{name}.yaml").is_file():
+            return path
+    raise ConfigError(group, f"no config {name!r}; allowed: {', '.join(options(group))}")
+
 
 def _register_schema() -> None:
     from hydra.core.config_store import ConfigStore
@@ -40,6 +74,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     _register_schema()
+    if extra := user_config_dirs():  # appended to Hydra's search path after the package's configs
+        overrides = [*overrides, "hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in extra) + "]"]
     for o in overrides:
         if o.startswith("+") and not o.lstrip("+").startswith("env."):
             key = o.lstrip("+").split("=", 1)[0] or "overrides"
@@ -87,5 +123,5 @@ def _schema_keys(path: str) -> list[str]:
 
 
 def options(group: str) -> list[str]:
-    """The config names available in a group (e.g. every model), from the YAML files."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The config names available in a group (e.g. every model), from the YAML files of every config directory."""
+    return sorted({p.stem for d in config_dirs() for p in (d / group).glob("*.yaml")})

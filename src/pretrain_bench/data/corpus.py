@@ -46,13 +46,15 @@ MIN_VOCAB = 257  # 256 byte tokens + end of text
 # text to reach a token count before the tokenizer exists.
 BYTES_PER_TOKEN_BOUND = 8
 DOCS_PER_BATCH = 64  # documents per read and per tokenizer call
+Progress = Callable[[str, int, int], None]  # (stage, documents done, documents in the stage), for a live display
 
 
 # ---- public API -------------------------------------------------------------------------------------------------
 
 
-def prepare(data: DataConfig, seq_len: int, seed: int) -> Path:
-    """Build (or reuse) the packed cache directory of this corpus, tokenizer, split and sequence length."""
+def prepare(data: DataConfig, seq_len: int, seed: int, progress: Progress | None = None) -> Path:
+    """Build (or reuse) the packed cache directory of this corpus, tokenizer, split and sequence length; `progress`
+    hears how far training the tokenizer and tokenising have come (nothing when the cache has the corpus)."""
     _check(data, seq_len)
     files = _source_files(data)
     corpus = _corpus_fingerprint(data, files)
@@ -60,7 +62,7 @@ def prepare(data: DataConfig, seq_len: int, seed: int) -> Path:
               "tokenizer": _tokenizer_spec(data, corpus, seed), "seq_len": seq_len, "seed": seed,
               "val_tokens": data.val_tokens, "max_tokens": data.max_tokens}
     out = _cache_root(data) / "packed" / _hash(inputs)
-    _build_once(out, lambda tmp: _pack(data, files, inputs, tmp))
+    _build_once(out, lambda tmp: _pack(data, files, inputs, tmp, progress))
     return out
 
 
@@ -195,6 +197,15 @@ def _texts(docs: datasets.Dataset, order: np.ndarray) -> Iterator[list[str]]:
         yield [text or "" for text in docs[order[first:first + DOCS_PER_BATCH].tolist()]["text"]]
 
 
+def _reporting(batches: Iterable[list[str]], stage: str, total: int, progress: Progress | None) -> Iterator[list[str]]:
+    done = 0
+    for texts in batches:
+        yield texts
+        done += len(texts)
+        if progress:
+            progress(stage, done, total)
+
+
 def _byte_prefix(docs: datasets.Dataset, order: np.ndarray, budget: int) -> int:
     """How many leading documents of `order` it takes to reach `budget` UTF-8 bytes (all of them if never)."""
     count = total = 0
@@ -274,10 +285,10 @@ def _loaded_tokenizer(name: str) -> tuple[tokenizers.Tokenizer, int]:
     return tokenizer, eos_id
 
 
-def _encode(tokenizer: tokenizers.Tokenizer, eos_id: int, docs: datasets.Dataset,
-            order: np.ndarray) -> Iterator[np.ndarray]:
+def _encode(tokenizer: tokenizers.Tokenizer, eos_id: int, docs: datasets.Dataset, order: np.ndarray,
+            stage: str = "", progress: Progress | None = None) -> Iterator[np.ndarray]:
     """Each document's token ids followed by end of text, in `order`."""
-    for texts in _texts(docs, order):
+    for texts in _reporting(_texts(docs, order), stage, len(order), progress):
         for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
             yield np.array([*encoding.ids, eos_id], dtype=np.int64)
 
@@ -285,7 +296,7 @@ def _encode(tokenizer: tokenizers.Tokenizer, eos_id: int, docs: datasets.Dataset
 # ---- split and pack ---------------------------------------------------------------------------------------------
 
 
-def _pack(data: DataConfig, files: list[Path], inputs: dict, out: Path) -> None:
+def _pack(data: DataConfig, files: list[Path], inputs: dict, out: Path, progress: Progress | None) -> None:
     """Hold out whole documents for validation, tokenize both splits and write them as fixed-length sequences.
 
     Documents are shuffled by seed. Validation is the shortest prefix of the shuffle that holds `val_tokens`,
@@ -302,7 +313,8 @@ def _pack(data: DataConfig, files: list[Path], inputs: dict, out: Path) -> None:
         outside = order[pool:]
         if data.max_tokens is not None:
             outside = outside[:_byte_prefix(docs, outside, BYTES_PER_TOKEN_BOUND * data.max_tokens)]
-        tokenizer = _trained_tokenizer(data, inputs["tokenizer"], lambda: _texts(docs, outside))
+        tokenizer = _trained_tokenizer(data, inputs["tokenizer"], lambda: _reporting(
+            _texts(docs, outside), "training the tokenizer", len(outside), progress))
         eos_id = tokenizer.token_to_id(EOS_TOKEN)
     else:
         tokenizer, eos_id = _loaded_tokenizer(data.tokenizer)
@@ -311,9 +323,10 @@ def _pack(data: DataConfig, files: list[Path], inputs: dict, out: Path) -> None:
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype, seq_len = token_dtype(vocab_size), inputs["seq_len"]
     out.mkdir(parents=True)
-    n_val, _ = _write_sequences(out / "val.bin", _encode(tokenizer, eos_id, docs, order[:n_val_docs]), dtype, seq_len)
-    n_train, n_train_docs = _write_sequences(out / "train.bin", _encode(tokenizer, eos_id, docs, order[n_val_docs:]),
-                                             dtype, seq_len, data.max_tokens)
+    val = _encode(tokenizer, eos_id, docs, order[:n_val_docs], "tokenising validation", progress)
+    n_val, _ = _write_sequences(out / "val.bin", val, dtype, seq_len)
+    train = _encode(tokenizer, eos_id, docs, order[n_val_docs:], "tokenising training", progress)
+    n_train, n_train_docs = _write_sequences(out / "train.bin", train, dtype, seq_len, data.max_tokens)
     if not (n_val and n_train):
         raise ConfigError(_source_key(data), f"the corpus is too small for model.seq_len={seq_len}: {n_train} "
                                              f"training and {n_val} validation sequences; add documents or lower "

@@ -74,3 +74,9 @@ def hf_training_arguments(cfg: BenchConfig, gpu_sku: str) -> dict[str, Any]:
     if cfg.strategy.backend == "deepspeed":
         args["deepspeed"] = _hf_deepspeed(cfg)
     return args
+
+
+def flat_training_arguments(cfg: BenchConfig, gpu_sku: str, output_dir: str) -> dict[str, Any]:
+    """The TrainingArguments JSON file: only TrainingArguments' own fields (output_dir first), so that
+    `HfArgumentParser.parse_json_file` and the HF example scripts read it without unknown keys."""
+    return {"output_dir": output_dir, **hf_training_arguments(cfg, gpu_sku)}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class StepTimer(TrainerCallback):
     losses: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)
     setup_peak: int | None = None  # CUDA allocator peak before the first step (then reset, as our worker does)
+    report: Callable[[int, int, float, float, float], None] | None = None  # (step, of, seconds, loss, grad norm)
 
     def on_step_begin(self, args, state, control, **kwargs):
         loop.synchronize(self.device)
@@ -117,10 +119,14 @@ class StepTimer(TrainerCallback):
                 raise loop.Diverged(state.global_step - 1, logs["loss"])
             self.losses.append(float(logs["loss"]))
             self.grad_norms.append(float(logs.get("grad_norm", math.nan)))
+            if self.report and self.seconds:
+                self.report(len(self.losses), self.n_steps, self.seconds[-1], self.losses[-1], self.grad_norms[-1])
 
 
-def train(cfg: BenchConfig, rt: Runtime, out_dir: str) -> tuple[StepTimer, float, dict[str, Any]]:
-    """Train warm-up + timed steps with the Trainer; return the timer, set-up seconds and what describes the peer."""
+def train(cfg: BenchConfig, rt: Runtime, out_dir: str,
+          report: Callable[[int, int, float, float, float], None] | None = None) -> tuple[StepTimer, float, dict]:
+    """Train warm-up + timed steps with the Trainer; return the timer, set-up seconds and what describes the peer.
+    `report` receives each step's (step, of, seconds, loss, grad norm) for the progress line."""
     import transformers
 
     started = time.perf_counter()
@@ -129,7 +135,7 @@ def train(cfg: BenchConfig, rt: Runtime, out_dir: str) -> tuple[StepTimer, float
     model = models.build_model(cfg.model, attention=cfg.tricks.attention)
     kwargs = training_arguments(cfg, out_dir)
     args = trainer_arguments(cfg, kwargs)
-    timer = StepTimer(rt.device, n_steps)
+    timer = StepTimer(rt.device, n_steps, report=report)
     trainer = Trainer(model=model, args=args,
                       train_dataset=SyntheticDataset(cfg, rt.device, n_steps), callbacks=[timer])
     trainer.train()

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from pretrain_bench import config
-from pretrain_bench.spec import gpus
+from pretrain_bench.spec import gpus, progress
 from pretrain_bench.train import faults, loop, profiling, strategies, synthetic, tricks
 from pretrain_bench.train.strategies.base import Runtime
 
@@ -84,6 +84,22 @@ def memory_fields(rt: Runtime, setup_peak: int | None) -> dict:
     if setup_peak is not None:
         out["setup_peak_mem_bytes"] = most(setup_peak)
     return out
+
+
+def memory_so_far_gib(rt: Runtime) -> float:
+    """This rank's peak so far, for the progress line: the allocator's on GPU, the process's max RSS on CPU."""
+    if rt.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(rt.device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+
+
+def print_progress(cfg: config.BenchConfig, rt: Runtime, step: int, total: int, seconds: float, loss: float,
+                   grad_norm: float) -> None:
+    """Rank 0's line after each optimizer step (spec.progress), which the launching process shows live."""
+    if rt.rank == 0:
+        m = cfg.model
+        print(progress.step_line(step, total, seconds, loss, grad_norm, m.global_batch, m.tokens_per_sample, m.unit,
+                                 memory_so_far_gib(rt)), flush=True)
 
 
 def slowest_rank(rows: list[list[float]], rt: Runtime) -> torch.Tensor:
@@ -156,9 +172,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
     warmup = 1 if tracker else cfg.warmup_steps  # in target mode every step trains; only the first is set apart
 
     def on_step(log: loop.StepLog) -> bool:
-        if rt.rank == 0:
-            print(f"step {log.step + 1}/{total} loss {log.loss:.4f} grad_norm {log.grad_norm:.3f} "
-                  f"{log.seconds:.3f}s", flush=True)
+        print_progress(cfg, rt, log.step + 1, total, log.seconds, log.loss, log.grad_norm)
         return bool(tracker and tracker(log))
 
     profiler = profiling.start(cfg, rt, out_dir) if mode == "profile" else None
@@ -194,7 +208,7 @@ def measure_hf_trainer(cfg: config.BenchConfig, rt: Runtime, out_dir: str) -> di
     """The HF Trainer on the cell (hf_trainer.py), as a measurement of the same shape as `measure_cell`'s."""
     from pretrain_bench.train import hf_trainer
 
-    timer, setup_s, peer = hf_trainer.train(cfg, rt, out_dir)
+    timer, setup_s, peer = hf_trainer.train(cfg, rt, out_dir, report=lambda *step: print_progress(cfg, rt, *step))
     seconds = slowest_rank([[s] for s in timer.seconds], rt)[:, 0].tolist()
     memory = memory_fields(rt, timer.setup_peak)
     w = cfg.warmup_steps
