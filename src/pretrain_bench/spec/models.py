@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pretrain_bench.spec import hf_configs
+
 if TYPE_CHECKING:  # types only: the schema sits above this module, and torch is never imported here
     from torch import nn
 
@@ -66,42 +68,8 @@ def _gpt_params(m: ModelConfig) -> int:
     return m.num_layers * (_layer_matmul_params(m, 2) + biases_and_norms) + _embedding_params(m) + 2 * d  # final LN
 
 
-def _gpt_neox_config(m: ModelConfig):
-    from transformers import GPTNeoXConfig
-
-    return GPTNeoXConfig(
-        vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, intermediate_size=m.ffn_size, max_position_embeddings=m.seq_len,
-        rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta, "partial_rotary_factor": m.rotary_pct},
-        use_parallel_residual=m.parallel_residual, tie_word_embeddings=m.tie_embeddings, use_cache=False,
-        attention_dropout=0.0, hidden_dropout=0.0)
-
-
-def _gpt2_config(m: ModelConfig):
-    from transformers import GPT2Config
-
-    # No dropout (as nanoGPT and llm.c pre-train): every strategy must compute the same training. No special token
-    # ids: training never reads them, and GPT-2's 50256 lies outside a test vocabulary.
-    return GPT2Config(
-        vocab_size=m.vocab_size, n_embd=m.hidden_size, n_layer=m.num_layers, n_head=m.num_heads,
-        n_inner=m.ffn_size, n_positions=m.seq_len, tie_word_embeddings=m.tie_embeddings, use_cache=False,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
-
-
 def _gpt2_params(m: ModelConfig) -> int:
     return _gpt_params(m) + m.seq_len * m.hidden_size  # + learned absolute position embeddings
-
-
-def _llama_config(m: ModelConfig):
-    from transformers import LlamaConfig
-
-    # rms_norm_eps 1e-5 as Llama 3.2 and SmolLM2 publish (transformers' default is 1e-6).
-    return LlamaConfig(
-        vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads or m.num_heads,
-        intermediate_size=m.ffn_size, max_position_embeddings=m.seq_len, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta},
-        tie_word_embeddings=m.tie_embeddings, use_cache=False, attention_dropout=0.0)
 
 
 def _llama_matmul_params(m: ModelConfig) -> int:
@@ -121,17 +89,6 @@ def _lm_flops(matmul_params: Callable[[ModelConfig], int]) -> Callable[[ModelCon
 
 # ---- RoBERTa: a post-LayerNorm encoder trained as a masked language model ------------------------------------------
 
-def _roberta_config(m: ModelConfig):
-    from transformers import RobertaConfig
-
-    # Positions start after the padding index (fairseq's convention, kept by transformers): seq_len + 2 rows. No
-    # dropout, so that every strategy computes the same training (its cost is elementwise, outside the FLOPs).
-    return RobertaConfig(
-        vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, intermediate_size=m.ffn_size, max_position_embeddings=m.seq_len + 2,
-        type_vocab_size=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, tie_word_embeddings=True,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, use_cache=False)
-
 
 def _roberta_matmul_params(m: ModelConfig) -> int:
     # + the MLM head's d×d transform; its decoder is the d×V matmul that _matmul_params counts
@@ -148,36 +105,20 @@ def _roberta_params(m: ModelConfig) -> int:
 
 # ---- Mamba: selective state-space blocks, no attention -------------------------------------------------------------
 
-def _mamba_dims(m: ModelConfig) -> tuple[int, int, int]:
-    """Inner width E, state size N and the rank R of the time-step projection (⌈d/16⌉, as the paper sets it)."""
-    return m.expand * m.hidden_size, m.state_size, -(-m.hidden_size // 16)
-
-
-def _mamba_config(m: ModelConfig):
-    from transformers import MambaConfig
-
-    # transformers runs the fused `mamba_ssm` / `causal_conv1d` kernels when they are installed, and its pure-PyTorch
-    # scan otherwise (the worker records which): both compute the same function.
-    return MambaConfig(
-        vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, state_size=m.state_size,
-        expand=m.expand, conv_kernel=m.conv_kernel, time_step_rank=_mamba_dims(m)[2], use_bias=False,
-        use_conv_bias=True, tie_word_embeddings=m.tie_embeddings, use_cache=False, pad_token_id=0,
-        bos_token_id=0, eos_token_id=0)
-
 
 def _mamba_matmul_params(m: ModelConfig) -> int:
     """Per block: in-projection d×2E, the causal depthwise convolution (E·K taps), x-projection E×(R+2N),
     time-step projection R×E, out-projection E×d, and the scan's read-out y = C·h (E·N per token, a contraction as
     the fused kernel computes it); + the d×V output head. The scan's elementwise recurrence (discretisation, state
     update) is not counted, as softmax and norms are not for transformers."""
-    e, n, r = _mamba_dims(m)
+    e, n, r = hf_configs.mamba_dims(m)
     d = m.hidden_size
     block = 2 * d * e + e * m.conv_kernel + e * (r + 2 * n) + r * e + e * d + e * n
     return m.num_layers * block + d * m.vocab_size
 
 
 def _mamba_params(m: ModelConfig) -> int:
-    e, n, r = _mamba_dims(m)
+    e, n, r = hf_configs.mamba_dims(m)
     d = m.hidden_size
     block = (d + 2 * d * e + (e * m.conv_kernel + e) + e * (r + 2 * n) + (r * e + e) + e * n + e + e * d)
     return m.num_layers * block + _embedding_params(m) + d  # + RMSNorm gains, final RMSNorm
@@ -187,15 +128,6 @@ def _mamba_params(m: ModelConfig) -> int:
 
 def _patches(m: ModelConfig) -> int:
     return (m.image_size // m.patch_size) ** 2
-
-
-def _vit_config(m: ModelConfig):
-    from transformers import ViTConfig
-
-    return ViTConfig(
-        hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
-        intermediate_size=m.ffn_size, image_size=m.image_size, patch_size=m.patch_size, num_channels=m.num_channels,
-        num_labels=m.num_classes, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, qkv_bias=True)
 
 
 def _vit_params(m: ModelConfig) -> int:
@@ -213,14 +145,6 @@ def _vit_flops(m: ModelConfig) -> float:
     patch_embed = _patches(m) * m.num_channels * m.patch_size ** 2 * d
     return (4.0 * patch_embed + 6.0 * (tokens * m.num_layers * _layer_matmul_params(m, 2) + d * m.num_classes)
             + 12.0 * m.num_layers * d * tokens ** 2)
-
-
-def _convnext_config(m: ModelConfig):
-    from transformers import ConvNextConfig
-
-    return ConvNextConfig(
-        num_channels=m.num_channels, patch_size=4, num_stages=len(m.depths), hidden_sizes=list(m.widths),
-        depths=list(m.depths), image_size=m.image_size, num_labels=m.num_classes, drop_path_rate=0.0)
 
 
 def _convnext_stage_sizes(m: ModelConfig) -> list[int]:
@@ -250,27 +174,28 @@ def _convnext_flops(m: ModelConfig) -> float:
 
 
 REGISTRY: dict[str, Family] = {
-    "gpt_neox": Family(hf_config=_gpt_neox_config, blocks=lambda model: list(model.gpt_neox.layers),
+    "gpt_neox": Family(hf_config=hf_configs.gpt_neox_config, blocks=lambda model: list(model.gpt_neox.layers),
                        block_class="GPTNeoXLayer", params=_gpt_params, flops_per_token=_lm_flops(_gpt_matmul_params),
                        matmul_params=_gpt_matmul_params),
-    "gpt2": Family(hf_config=_gpt2_config, blocks=lambda model: list(model.transformer.h), block_class="GPT2Block",
+    "gpt2": Family(hf_config=hf_configs.gpt2_config, blocks=lambda model: list(model.transformer.h),
+                   block_class="GPT2Block",
                    params=_gpt2_params, flops_per_token=_lm_flops(_gpt_matmul_params),
                    matmul_params=_gpt_matmul_params),
-    "llama": Family(hf_config=_llama_config, blocks=lambda model: list(model.model.layers),
+    "llama": Family(hf_config=hf_configs.llama_config, blocks=lambda model: list(model.model.layers),
                     block_class="LlamaDecoderLayer", params=_llama_params,
                     flops_per_token=_lm_flops(_llama_matmul_params), matmul_params=_llama_matmul_params),
-    "roberta": Family(hf_config=_roberta_config, blocks=lambda model: list(model.roberta.encoder.layer),
+    "roberta": Family(hf_config=hf_configs.roberta_config, blocks=lambda model: list(model.roberta.encoder.layer),
                       block_class="RobertaLayer", params=_roberta_params,
                       flops_per_token=_lm_flops(_roberta_matmul_params), matmul_params=_roberta_matmul_params,
                       task="masked_lm"),
     # No attention: the 12·L·d·T term is absent, and the scan's cost is linear in T.
-    "mamba": Family(hf_config=_mamba_config, blocks=lambda model: list(model.backbone.layers),
+    "mamba": Family(hf_config=hf_configs.mamba_config, blocks=lambda model: list(model.backbone.layers),
                     block_class="MambaBlock", params=_mamba_params,
                     flops_per_token=lambda m: 6.0 * _mamba_matmul_params(m), matmul_params=_mamba_matmul_params,
                     attends=False),
-    "vit": Family(hf_config=_vit_config, blocks=lambda model: list(model.vit.layers), block_class="ViTLayer",
+    "vit": Family(hf_config=hf_configs.vit_config, blocks=lambda model: list(model.vit.layers), block_class="ViTLayer",
                   params=_vit_params, flops_per_token=_vit_flops, task="image_classification"),
-    "convnext": Family(hf_config=_convnext_config,
+    "convnext": Family(hf_config=hf_configs.convnext_config,
                        blocks=lambda model: [layer for st in model.convnext.encoder.stages for layer in st.layers],
                        block_class="ConvNextLayer", params=_convnext_params, flops_per_token=_convnext_flops,
                        task="image_classification", attends=False),

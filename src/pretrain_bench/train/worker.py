@@ -46,7 +46,7 @@ def runtime(cfg: config.BenchConfig) -> Runtime:
 
 def device_env(rt: Runtime, m: config.ModelConfig) -> dict:
     kernels = {}
-    if m.family == "mamba":  # transformers picks the fused kernels when they are installed (models._mamba_config)
+    if m.family == "mamba":  # transformers picks the fused kernels when installed (spec.hf_configs.mamba_config)
         fused = importlib.util.find_spec("mamba_ssm") and importlib.util.find_spec("causal_conv1d")
         kernels["mamba_scan"] = "fused (mamba_ssm, causal_conv1d)" if fused else "pytorch"
     if rt.device.type == "cuda":
