@@ -18,7 +18,8 @@ import torch
 from tokenizers import Tokenizer
 
 from pretrain_bench.config import DataConfig
-from pretrain_bench.data import corpus
+from pretrain_bench.data import corpus, tokenizer
+from pretrain_bench.data import documents as docs_module
 from pretrain_bench.train import text_batches
 
 WORDS = "the model trains on tokens while loss falls slowly and every batch holds whole sequences".split()
@@ -54,14 +55,14 @@ def decoded(path, split: str) -> str:
 def test_split_never_leaks_into_training_or_the_tokenizer(tmp_path, monkeypatch):
     docs = documents(200)
     seen_by_tokenizer = []
-    train_tokenizer = corpus._train_tokenizer
+    train_tokenizer = tokenizer.train_tokenizer
 
     def recording(texts, vocab_size):
         batches = [list(batch) for batch in texts]
         seen_by_tokenizer.extend(text for batch in batches for text in batch)
         return train_tokenizer(batches, vocab_size)
 
-    monkeypatch.setattr(corpus, "_train_tokenizer", recording)
+    monkeypatch.setattr(tokenizer, "train_tokenizer", recording)
     path = corpus.prepare(data_config(tmp_path, [write_txt(tmp_path / "docs", docs)]), SEQ_LEN, seed=0)
 
     meta = json.loads((path / "meta.json").read_text())
@@ -114,11 +115,11 @@ def test_caches_are_reused_without_retraining_or_retokenizing(tmp_path, monkeypa
     def fail(*args, **kwargs):
         raise AssertionError("should have come from the cache")
 
-    monkeypatch.setattr(corpus, "_train_tokenizer", fail)
+    monkeypatch.setattr(tokenizer, "train_tokenizer", fail)
     other_length = corpus.prepare(data, SEQ_LEN // 2, seed=0)  # new packing, same tokenizer
     assert other_length != first and (other_length / "tokenizer.json").read_bytes() == (
         first / "tokenizer.json").read_bytes()
-    monkeypatch.setattr(corpus, "_load_documents", fail)
+    monkeypatch.setattr(docs_module, "load_documents", fail)
     assert corpus.prepare(data, SEQ_LEN, seed=0) == first
     monkeypatch.undo()
     with open(tmp_path / "docs" / "0000.txt", "a") as f:
@@ -146,7 +147,7 @@ def test_local_tokenizer_file_and_directory_give_the_trained_tokens(tmp_path):
     folder = write_txt(tmp_path / "docs", documents(100))
     trained = corpus.prepare(data_config(tmp_path / "a", [folder]), SEQ_LEN, seed=0)
     directory = tmp_path / "tokenizer"
-    PreTrainedTokenizerFast(tokenizer_file=str(trained / "tokenizer.json"), eos_token=corpus.EOS_TOKEN
+    PreTrainedTokenizerFast(tokenizer_file=str(trained / "tokenizer.json"), eos_token=tokenizer.EOS_TOKEN
                             ).save_pretrained(directory)
     for name in (trained / "tokenizer.json", directory):
         loaded = corpus.prepare(data_config(tmp_path / "b", [folder], tokenizer=str(name)), SEQ_LEN, seed=0)
@@ -166,8 +167,8 @@ def test_stdlib_source_is_python_code(tmp_path):
 def test_python_source_adds_the_installed_packages_to_the_standard_library():
     import site
 
-    stdlib = corpus._source_files(DataConfig(source="stdlib"))
-    python = corpus._source_files(DataConfig(source="python"))
+    stdlib = docs_module.source_files(DataConfig(source="stdlib"))
+    python = docs_module.source_files(DataConfig(source="python"))
     assert set(stdlib) < set(python) and python == sorted(python)
     packages = [Path(d) for d in site.getsitepackages()]
     assert any(p.is_relative_to(d) for p in python for d in packages) and not any(
