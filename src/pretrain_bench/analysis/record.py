@@ -108,6 +108,8 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     for key, name in (("peak_reserved_bytes", "reserved_gib"), ("setup_peak_mem_bytes", "setup_peak_gib")):
         if m.get(key) is not None:  # CUDA only: the allocator's reserved peak; set-up's own peak, kept out of peak_gib
             out["memory"][name] = m[key] / 2**30
+    if m.get("num_alloc_retries") is not None:  # CUDA only: cudaMalloc retries after freeing the allocator's cache
+        out["memory"]["num_alloc_retries"] = m["num_alloc_retries"]
     if not m["step_s"]:
         return out
     honest = step_stats.step_time_stats(m["step_s"])
