@@ -78,6 +78,7 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
         record.update(_measured_fields(cfg, measurement, env))
         # accumulation and reduction dtypes and when gradients are reduced, read from the backend's live objects
         record["numerics"]["grad_reduction"] = measurement.get("grad_reduction")
+        record["compile"] = measurement.get("compile")  # dynamo's graphs, graph breaks, recompiles (compiled runs)
         if kind == "profile":
             record["profile"] = measurement["profile"]
             record["valid"] = False  # profiler overhead: never ranked as a throughput

@@ -68,6 +68,18 @@ def slowest_rank(rows: list[list[float]], rt: Runtime) -> torch.Tensor:
     return seconds
 
 
+def compile_counters() -> dict:
+    """What torch.compile did in this process: graphs compiled, graph breaks (with their first reasons) and
+    recompilations (one per guard failure that led to a new compile). A per-block compile should show no breaks
+    and no recompiles; either means eager code or repeated compiles inside the timed steps."""
+    from torch._dynamo.utils import counters, guard_failures
+
+    breaks = counters["graph_break"]
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": int(sum(breaks.values())),
+            "recompiles": sum(len(reasons) for reasons in guard_failures.values()),
+            "break_reasons": sorted(breaks)[:5]}
+
+
 def build(cfg: config.BenchConfig, rt: Runtime, logs: list[StepLog], warmup: int, setup_s: float,
           setup_peak: int | None, legacy_s: list[float] | None = None) -> dict:
     """The measurement of a run: per-step times (slowest rank) with the first `warmup` steps set apart (all steps
@@ -83,6 +95,8 @@ def build(cfg: config.BenchConfig, rt: Runtime, logs: list[StepLog], warmup: int
            "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
            "skipped_steps": sum(log.skipped for log in timed), **memory_fields(rt, setup_peak),
            "env": device_env(rt, cfg.model)}
+    if cfg.tricks.compile:
+        out["compile"] = compile_counters()
     if legacy_s:
         legacy = seconds[:, 1].tolist()
         out["legacy_step_s"] = legacy[warmup:] or legacy
