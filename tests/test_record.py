@@ -37,9 +37,11 @@ def test_ok_record_is_complete_and_json():
 def test_setup_and_reserved_peaks_are_kept_apart_from_the_training_peak():
     cfg = config.compose(["model=pythia-1b", "hardware=1xh100", "tricks=free-lunch", "micro_batch=8"])
     env = {**record.library_versions(), "gpu_sku": "h100", "device_name": "NVIDIA H100 80GB HBM3"}
-    m = {**measurement([32.0] * 5), "setup_peak_mem_bytes": 8 * 2**30, "peak_reserved_bytes": 44 * 2**30}
+    m = {**measurement([32.0] * 5), "setup_peak_mem_bytes": 8 * 2**30, "peak_reserved_bytes": 44 * 2**30,
+         "num_alloc_retries": 3}
     r = record.make_record(cfg, record.cell_key(cfg, env, "h100"), "ok", None, m, env)
-    assert r["memory"] == {"peak_gib": 40.0, "kind": "cuda_max_allocated", "reserved_gib": 44.0, "setup_peak_gib": 8.0}
+    assert r["memory"] == {"peak_gib": 40.0, "kind": "cuda_max_allocated", "reserved_gib": 44.0, "setup_peak_gib": 8.0,
+                           "num_alloc_retries": 3}
     assert "setup_peak_gib" not in make([32.0] * 5)["memory"]  # CPU runs have none
 
 

@@ -18,29 +18,42 @@ from pretrain_bench.bench.store import Store
 class FakeRunner:
     """Answers probes from a memory model (largest micro-batch per method) and runs from a speed table."""
 
-    def __init__(self, limits: dict[tuple, int], speeds: dict[tuple, float], rungs: bool = False):
-        """Methods are keyed (strategy, checkpointing), or with `rungs` (strategy, checkpointing, every, fused CE)."""
+    def __init__(self, limits: dict[tuple, int], speeds: dict[tuple, float], rungs: bool = False,
+                 luck: dict[tuple, list[float]] | None = None):
+        """Methods are keyed (strategy, checkpointing), or with `rungs` (strategy, checkpointing, every, fused CE).
+        `luck[(method, micro_batch)]`: factors on the speed of that cell's successive runs (then 1.0)."""
         self.limits, self.speeds, self.calls, self.rungs = limits, speeds, [], rungs
+        self.luck, self.fresh_calls, self.stored = luck or {}, [], {}
 
-    def measure(self, cfg: config.BenchConfig, kind: str = "throughput") -> Record:
+    def method(self, cfg: config.BenchConfig) -> tuple:
         tr = cfg.tricks
-        method = (config.strategy_label(cfg.strategy), tr.activation_checkpointing,
-                  *((tr.ac_every, tr.fused_linear_ce) if self.rungs else ()))
-        self.calls.append((kind, method, cfg.micro_batch))
+        return (config.strategy_label(cfg.strategy), tr.activation_checkpointing,
+                *((tr.ac_every, tr.fused_linear_ce) if self.rungs else ()))
+
+    def measure(self, cfg: config.BenchConfig, kind: str = "throughput", fresh: bool = False) -> Record:
+        method = self.method(cfg)
+        (self.fresh_calls if fresh else self.calls).append((kind, method, cfg.micro_batch))
         fits = cfg.micro_batch <= self.limits.get(method, 0)
-        record = Record(kind=kind, key=f"{method}-{cfg.micro_batch}", valid=fits, error=None if fits else "OOM",
-                        status="ok" if fits else "oom", throughput=None)
+        key = f"{method}-{cfg.micro_batch}"
+        record = Record(kind=kind, key=key, valid=fits, error=None if fits else "OOM", status="ok" if fits else "oom",
+                        throughput=None)
         if fits and kind == "throughput":
-            record["throughput"] = {"tokens_per_s": self.speeds[method] * cfg.micro_batch}
+            factors = self.luck.get((method, cfg.micro_batch), [])
+            factor = factors.pop(0) if factors else 1.0
+            record["throughput"] = {"tokens_per_s": self.speeds[method] * cfg.micro_batch * factor}
+            self.stored.setdefault(key, []).append(record)
         return record
+
+    def history(self, cfg: config.BenchConfig, kind: str = "throughput") -> list[dict]:
+        return list(self.stored.get(f"{self.method(cfg)}-{cfg.micro_batch}", []))
 
 
 BASE = ["model=pythia-160m", "hardware=4xa100", "model.global_batch=64"]  # per-device batch 16
 
 
-def run(limits, speeds, methods="free-lunch", strategies=None, overrides=BASE, rungs=False):
+def run(limits, speeds, methods="free-lunch", strategies=None, overrides=BASE, rungs=False, luck=None):
     base = search.base_config(overrides)
-    runner = FakeRunner(limits, speeds, rungs)
+    runner = FakeRunner(limits, speeds, rungs, luck)
     kept, pruned = search.candidates(base, methods, strategies)
     result = search.Search(runner, overrides, base).run(kept, pruned)
     return result, runner
@@ -162,9 +175,46 @@ def test_end_to_end_search_on_cpu_is_resumable(tmp_path):
     base = search.base_config(overrides)
     store = Store(tmp_path)
     kept, pruned = search.candidates(base, "naive", ["ddp", "zero3"])
-    result = search.Search(Runner(store), overrides, base).run(kept, pruned)
-    assert result.best.method.strategy == "ddp" and result.best.micro_batch == 4
+    # one alternated re-measure each (the default 3 is tested with fakes): ddp at 4, and at 2, one size smaller
+    result = search.Search(Runner(store), overrides, base, repeats=1).run(kept, pruned)
+    assert {(c.micro_batch, len(c.runs)) for c in result.confirmation.ranked} == {(4, 1), (2, 1)}
+    assert result.best.method.strategy == "ddp"
     assert by_label(result)["zero3 · naive"].reason.startswith("R5")
     n = len(store.records())
-    again = search.Search(Runner(store), overrides, base).run(kept, pruned)  # everything comes from the store
+    # everything, re-measurements included, comes from the store
+    again = search.Search(Runner(store), overrides, base, repeats=1).run(kept, pruned)
     assert len(store.records()) == n and again.best.record["key"] == result.best.record["key"]
+
+
+TWO = {("ddp", False): 8, ("zero2", False): 8}  # neither fits the per-device batch 16: no R5
+
+
+def test_a_lucky_single_measurement_does_not_win_the_search():
+    """zero2 is 2 % slower than ddp, but its one search measurement was 6 % fast: ranking single measurements picks
+    it; the alternated re-measurements (3 each) pick ddp."""
+    speeds = {("ddp", False): 1.0, ("zero2", False): 0.98}
+    result, runner = run(TWO, speeds, strategies=["ddp", "zero2"], luck={(("zero2", False), 8): [1.06]})
+    assert max(result.measured(), key=lambda o: o.record["throughput"]["tokens_per_s"]).method.strategy == "zero2"
+    assert (result.best.method.strategy, result.best.micro_batch) == ("ddp", 8)
+    order = [(c[1][0], c[2]) for c in runner.fresh_calls]
+    assert order == [("zero2", 8), ("ddp", 8), ("zero2", 4)] * 3  # alternated, 3 each, lucky one first
+    assert not result.confirmation.within_noise  # noise-free re-measurements: 2 % apart, no overlap
+    assert result.confirmation.winner.spread == (8.0, 8.0)
+
+
+def test_the_winner_one_micro_batch_smaller_can_win():
+    """Near the memory limit the allocator's retries slow the largest micro-batch: one size smaller is faster."""
+    speeds = {("ddp", False): 1.0}
+    result, _ = run({("ddp", False): 16}, speeds, strategies=["ddp"],
+                    luck={(("ddp", False), 16): [1.0, 0.4, 0.4, 0.4], (("ddp", False), 8): [2.2, 2.3, 2.4]})
+    assert (result.best.method.strategy, result.best.micro_batch) == ("ddp", 8)
+    assert result.confirmation.winner.median == pytest.approx(8 * 2.3)
+
+
+def test_top_two_within_noise_are_called_so():
+    speeds = {("ddp", False): 1.0, ("zero2", False): 0.99}
+    result, _ = run(TWO, speeds, strategies=["ddp", "zero2"],
+                    luck={(("ddp", False), 8): [1.0, 1.0, 0.95, 1.05], (("zero2", False), 8): [1.0, 1.0, 1.0, 1.0]})
+    assert result.confirmation.within_noise
+    summary = result.confirmation.summary()
+    assert summary["within_noise"] and summary["repeats"][0]["n"] == 3

@@ -123,6 +123,7 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
         record.update(_measured_fields(cfg, measurement, env))
         # accumulation and reduction dtypes and when gradients are reduced, read from the backend's live objects
         record["numerics"]["grad_reduction"] = measurement.get("grad_reduction")
+        record["compile"] = measurement.get("compile")  # dynamo's graphs, graph breaks, recompiles (compiled runs)
         if kind == "profile":
             record["profile"] = measurement["profile"]
             record["valid"] = False  # profiler overhead: never ranked as a throughput
@@ -155,6 +156,8 @@ def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -
     for key, name in (("peak_reserved_bytes", "reserved_gib"), ("setup_peak_mem_bytes", "setup_peak_gib")):
         if m.get(key) is not None:  # CUDA only: the allocator's reserved peak; set-up's own peak, kept out of peak_gib
             out["memory"][name] = m[key] / 2**30
+    if m.get("num_alloc_retries") is not None:  # CUDA only: cudaMalloc retries after freeing the allocator's cache
+        out["memory"]["num_alloc_retries"] = m["num_alloc_retries"]
     if not m["step_s"]:
         return out
     honest = step_stats.step_time_stats(m["step_s"])

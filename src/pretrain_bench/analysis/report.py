@@ -44,13 +44,21 @@ def rate(throughput: dict, unit: bool = False) -> str:
     return f"{text} images" if images else text
 
 
+def _compile_note(r: dict) -> str:
+    """A compiled run that broke graphs or recompiled ran partly eager or compiled again: the table says so."""
+    c = r.get("compile") or {}
+    parts = [f"{c[k]} {name}{'s' * (c[k] > 1)}" for k, name in (("graph_breaks", "graph break"),
+                                                                ("recompiles", "recompile")) if c.get(k)]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def row(r: dict, best: bool, history: list[dict] = ()) -> dict[str, str]:
     """One table row; `history` holds other fresh runs of the same cell, which give the days' range."""
     c = r["cell"]
     out = dict.fromkeys(COLUMNS, "")
     out.update({"best": "★" if best else "", "model": c["model"], "hardware": c["hardware"],
                 "strategy": c["strategy"], "tricks": c["tricks"], "mb×acc": f"{c['micro_batch']}×{c['grad_accum']}",
-                "status": status(r)})
+                "status": status(r) + _compile_note(r)})
     if r.get("memory"):
         out["peak mem GiB"] = f"{r['memory']['peak_gib']:.2f}"
     if not r.get("throughput"):

@@ -83,9 +83,15 @@ class Runner:
         prior = self.store.latest().get((self.key(resolved), kind))
         return prior if prior and is_final(prior) and not self.force else None
 
-    def measure(self, cfg: BenchConfig, kind: str = "throughput") -> dict:
+    def history(self, cfg: BenchConfig, kind: str = "throughput") -> list[dict]:
+        """Every ok record of this cell in the store, oldest first: its repeated fresh runs."""
+        key = self.key(self.with_corpus(cfg)[0])
+        return [r for r in self.store.records() if r["key"] == key and r["kind"] == kind and r["status"] == "ok"]
+
+    def measure(self, cfg: BenchConfig, kind: str = "throughput", fresh: bool = False) -> dict:
+        """The store's final record of this cell, or a new measurement (always a new one when `fresh`)."""
         cfg, corpus_path = self.with_corpus(cfg)
-        if prior := self._final_record(cfg, kind):
+        if not fresh and (prior := self._final_record(cfg, kind)):
             return prior
         key = self.key(cfg)
         run_dir = self.store.run_dir(f"{key}-{kind}")

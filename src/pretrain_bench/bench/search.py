@@ -6,7 +6,9 @@ every block (`naive` keeps its own two rungs, none → checkpointing, so that th
 each method that survives pruning, the largest
 micro-batch that fits is found with cheap probes (2 optimizer steps at accumulation ≤ 2 in fresh processes: peak
 memory does not depend on how many micro-batches are accumulated), then the full recipe step is measured once at that
-micro-batch. Every probe and measurement goes through the store, so a repeated or interrupted search reuses them.
+micro-batch. The methods within a few percent of the best are then measured again in alternation and ranked on the
+median (confirm.py). Every probe and measurement goes through the store, so a repeated or interrupted search reuses
+them.
 
 Pruning rules (each pruned method is reported with its rule):
 - R1 one device: sharding only with offload (sharding over one device saves nothing);
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 
 from pretrain_bench import config
 from pretrain_bench.analysis.perf import guide
+from pretrain_bench.bench import confirm
 from pretrain_bench.bench.runner import Runner
 from pretrain_bench.config import BenchConfig
 from pretrain_bench.spec import gpus, models
@@ -121,11 +124,18 @@ class Outcome:
 class SearchResult:
     outcomes: list[Outcome] = field(default_factory=list)
     elapsed_s: float = 0.0
+    confirmation: confirm.Confirmation | None = None  # the re-measured contenders (confirm.py)
+
+    def measured(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.record and o.record.ok and o.record["valid"]]
 
     @property
     def best(self) -> Outcome | None:
-        ranked = [o for o in self.outcomes if o.record and o.record.ok and o.record["valid"]]
-        return max(ranked, key=lambda o: o.record.tokens_per_s, default=None)
+        """The confirmed winner (its latest run as the record), else the fastest single measurement."""
+        if self.confirmation and (w := self.confirmation.winner):
+            return Outcome(w.method, "measured", micro_batch=w.micro_batch, record=w.runs[-1],
+                           reason=f"median of {len(w.runs)} alternated runs")
+        return max(self.measured(), key=lambda o: o.record.tokens_per_s, default=None)
 
 
 def base_config(overrides: list[str]) -> BenchConfig:
@@ -187,13 +197,16 @@ def estimate_seconds(cfg: BenchConfig, n_methods: int) -> float | None:
 
 class Search:
     def __init__(self, runner: Runner, overrides: list[str], base: BenchConfig,
-                 on_outcome: Callable[[Outcome], None] | None = None, prune: str = "rules"):
+                 on_outcome: Callable[[Outcome], None] | None = None, prune: str = "rules",
+                 repeats: int = confirm.REPEATS):
         """`base` is the search space's model and hardware (see `base_config`); `overrides` recreate it per method;
-        `prune` one of PRUNE_MODES."""
+        `prune` one of PRUNE_MODES; `repeats`: alternated re-measurements of each contender before ranking (0: rank
+        single measurements)."""
         if prune not in PRUNE_MODES:
             raise config.ConfigError("search.prune", f"{prune!r} is not allowed; allowed values: "
                                                      f"{', '.join(PRUNE_MODES)}")
-        self.runner, self.overrides, self.base, self.prune = runner, list(overrides), base, prune
+        self.runner, self.overrides, self.base = runner, list(overrides), base
+        self.prune, self.repeats = prune, repeats
         self.on_outcome = on_outcome or (lambda o: None)
         self.fitted: dict[Method, int] = {}  # largest fitting micro-batch per method
         self.guesses: dict[Method, guide.Guess | None] = {}  # the performance model's, with prune=predicted
@@ -270,6 +283,11 @@ class Search:
             outcome = self.search_method(m, sizes)
             result.outcomes.append(outcome)
             self.on_outcome(outcome)
+        if self.repeats:
+            contenders = confirm.candidates([(o.method, o.micro_batch, o.record) for o in result.measured()], sizes)
+            result.confirmation = confirm.confirm(
+                contenders, lambda m, mb: self.runner.measure(self.config(m, mb), fresh=True),
+                lambda m, mb: self.runner.history(self.config(m, mb)), self.repeats)
         result.elapsed_s = time.monotonic() - started
         return result
 

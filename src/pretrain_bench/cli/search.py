@@ -47,6 +47,7 @@ def cmd_search(overrides: list[str], force: bool) -> int:
     summary_path.write_text(json.dumps({
         "model": base.model.name, "hardware": base.hardware.name, "methods": methods,
         "elapsed_s": result.elapsed_s, "best_key": best.record["key"] if best else None,
+        "confirmation": result.confirmation.summary() if result.confirmation else None,
         "outcomes": [{"method": o.method.label, "status": o.status, "micro_batch": o.micro_batch,
                       "probes": o.probes, "reason": o.reason, "key": (o.record or {}).get("key")}
                      for o in result.outcomes]}, indent=2))
@@ -55,6 +56,13 @@ def cmd_search(overrides: list[str], force: bool) -> int:
         print("no method fits and runs on this hardware", file=sys.stderr)
         return FINDING
     print(f"best: {best.method.label} at micro-batch {best.micro_batch}: {summary(best.record)}")
+    if (c := result.confirmation) and c.winner:
+        low, high = c.winner.spread
+        print(f"ranked on the median of {len(c.winner.runs)} alternated runs: {c.winner.median:,.0f} tokens/s "
+              f"(runs {low:,.0f}–{high:,.0f})")
+        if c.within_noise:
+            print(f"within noise: the runner-up, {c.ranked[1].label}, reached {c.ranked[1].spread[1]:,.0f} tokens/s "
+                  f"in its best run, above the winner's worst; either is a sound choice")
     return 0
 
 

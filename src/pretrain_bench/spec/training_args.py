@@ -20,7 +20,7 @@ _HF_FILLED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_ac
 
 
 def warmup_steps(cfg: BenchConfig) -> int:
-    """Warm-up length as the benchmark's schedule uses it (tricks.lr_lambda): at least one step."""
+    """Warm-up length as the benchmark's schedule uses it (train/recipe.lr_lambda): at least one step."""
     recipe = cfg.model.recipe
     return max(1, round(recipe.warmup_ratio * recipe.steps))
 

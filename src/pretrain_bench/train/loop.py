@@ -31,7 +31,42 @@ class StepLog:
     loss: float  # mean over the global batch
     grad_norm: float
     skipped: bool
-    legacy_seconds: float  # the reference harness's figure for the same step (see below)
+
+
+class Observer:
+    """Hooks around the loop's phases for instruments that must not change what is timed; each does nothing here."""
+
+    def micro_batch_begin(self, i: int) -> None: ...
+
+    def micro_batch_end(self, i: int) -> None: ...
+
+    def optimizer_begin(self) -> None: ...
+
+    def optimizer_end(self, n_micro: int) -> None: ...
+
+
+class LegacyTiming(Observer):
+    """The reference harness's step time, read from the same steps for comparison only: host clock without device
+    synchronisation around the first micro-batch, times the accumulation count, plus the optimizer call."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._t = 0.0
+        self._first_micro = 0.0
+
+    def micro_batch_begin(self, i: int) -> None:
+        if i == 0:
+            self._t = time.perf_counter()
+
+    def micro_batch_end(self, i: int) -> None:
+        if i == 0:
+            self._first_micro = time.perf_counter() - self._t
+
+    def optimizer_begin(self) -> None:
+        self._t = time.perf_counter()
+
+    def optimizer_end(self, n_micro: int) -> None:
+        self.seconds.append(self._first_micro * n_micro + time.perf_counter() - self._t)
 
 
 class Diverged(RuntimeError):
@@ -53,9 +88,10 @@ def global_mean(value: torch.Tensor, rt: Runtime) -> float:
     return float(value)
 
 
-def train(model: nn.Module, strategy: Strategy, data: BatchSource, rt: Runtime, micro_batch: int,
-          n_steps: int, on_step: Callable[[StepLog], bool | None] | None = None) -> list[StepLog]:
+def train(model: nn.Module, strategy: Strategy, data: BatchSource, rt: Runtime, micro_batch: int, n_steps: int,
+          on_step: Callable[[StepLog], bool | None] | None = None, observer: Observer | None = None) -> list[StepLog]:
     """Train for n_steps optimizer steps, or until `on_step` returns True (a target reached)."""
+    observer = observer or Observer()
     logs = []
     for step in range(n_steps):
         micro = data.micro_batches(step, rt.rank, rt.world, micro_batch)
@@ -65,24 +101,19 @@ def train(model: nn.Module, strategy: Strategy, data: BatchSource, rt: Runtime, 
         loss_sum = torch.zeros((), device=rt.device)
         for i, batch in enumerate(micro):
             is_last = i == n_micro - 1
-            host_start = time.perf_counter()
+            observer.micro_batch_begin(i)
             with strategy.micro_batch(is_last):
                 with strategy.autocast():
                     loss = model(**as_inputs(batch)).loss
                 strategy.backward(loss, n_micro, is_last)
-            if i == 0:
-                first_micro = time.perf_counter() - host_start
+            observer.micro_batch_end(i)
             loss_sum += loss.detach().float()
-        host_start = time.perf_counter()
+        observer.optimizer_begin()
         result = strategy.step()
-        optimizer_host = time.perf_counter() - host_start
+        observer.optimizer_end(n_micro)
         synchronize(rt.device)
         seconds = time.perf_counter() - start
-        # The reference harness's method, read from the same step for comparison only: host clock without device
-        # synchronisation around one micro-batch, times the accumulation count, plus the optimizer call.
-        legacy = first_micro * n_micro + optimizer_host
-        log = StepLog(step, start, seconds, global_mean(loss_sum / n_micro, rt), result.grad_norm, result.skipped,
-                      legacy)
+        log = StepLog(step, start, seconds, global_mean(loss_sum / n_micro, rt), result.grad_norm, result.skipped)
         if not math.isfinite(log.loss):
             raise Diverged(step, log.loss)
         logs.append(log)

@@ -1,4 +1,4 @@
-"""Apply a trick set to the process, the model and the optimizer.
+"""Apply a trick set to the process and the model (the optimizer and schedule are the recipe's: recipe.py).
 
 Tricks are the *how* of training: apart from `precision` and `fp8` (which records state), none of them changes the
 math beyond the order of floating-point operations (docs/methodology.md has the table). Order matters and follows
@@ -9,12 +9,11 @@ torch.compile per block, then the strategy's wrapper (FSDP shards compiled, chec
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from torch import nn
 
-from pretrain_bench.config import BenchConfig, RecipeConfig
+from pretrain_bench.config import BenchConfig
 from pretrain_bench.spec import models
 from pretrain_bench.train import fused_ce, speedups
 
@@ -64,35 +63,3 @@ def checkpoint_blocks(blocks: list[nn.Module]) -> None:
 
     for block in blocks:
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only; biases and norm gains are not decayed (as GPT-NeoX and nanoGPT do)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: nn.Module, recipe: RecipeConfig, fused: bool) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr,
-                             betas=(recipe.beta1, recipe.beta2), eps=recipe.eps,
-                             fused=True if fused else None, foreach=False if fused else None)
-
-
-def lr_lambda(recipe: RecipeConfig):
-    """Linear warm-up to the peak, then cosine decay to min_lr_ratio × peak at the recipe's last step."""
-    warmup = max(1, round(recipe.warmup_ratio * recipe.steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, recipe.steps - warmup))
-        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: RecipeConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe))

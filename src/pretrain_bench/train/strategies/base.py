@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pretrain_bench.config import BenchConfig
-from pretrain_bench.train import tricks
+from pretrain_bench.train import recipe, tricks
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,9 @@ class TorchStrategy(Strategy):
 
     def wrap(self, model: nn.Module) -> nn.Module:
         self.module = self.parallelize(model)
-        recipe = self.cfg.model.recipe
-        self.optimizer = tricks.make_optimizer(self.module, recipe, fused=self.cfg.tricks.fused_adamw)
-        self.scheduler = tricks.make_scheduler(self.optimizer, recipe)
+        rc = self.cfg.model.recipe
+        self.optimizer = recipe.make_optimizer(self.module, rc, fused=self.cfg.tricks.fused_adamw)
+        self.scheduler = recipe.make_scheduler(self.optimizer, rc)
         self.scaler = self.make_scaler() if self.dtype == torch.float16 else None
         return self.module
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pretrain_bench.spec.deepspeed_json import deepspeed_config, reduces_every_micro_batch, uses_cpu_adam
-from pretrain_bench.train import speedups, tricks
+from pretrain_bench.train import recipe, speedups
 from pretrain_bench.train.strategies.base import StepResult, Strategy, dtype_name
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -25,14 +25,14 @@ class DeepSpeedStrategy(Strategy):
         import deepspeed
 
         deepspeed.init_distributed(dist_backend=self.rt.dist_backend)  # adopts the process group already up
-        recipe = self.cfg.model.recipe
+        rc = self.cfg.model.recipe
         config = deepspeed_config(self.cfg, pin_memory=self.rt.device.type == "cuda")
         cpu_adam = uses_cpu_adam(self.cfg)  # else our torch AdamW, also for offloaded state on the `cpu` hardware
-        optimizer = None if cpu_adam else tricks.make_optimizer(model, recipe, fused=self.cfg.tricks.fused_adamw)
-        params = tricks.param_groups(model, recipe.weight_decay) if cpu_adam else None
+        optimizer = None if cpu_adam else recipe.make_optimizer(model, rc, fused=self.cfg.tricks.fused_adamw)
+        params = recipe.param_groups(model, rc.weight_decay) if cpu_adam else None
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, model_parameters=params, config=config,
-            lr_scheduler=lambda opt: tricks.make_scheduler(opt, recipe))
+            lr_scheduler=lambda opt: recipe.make_scheduler(opt, rc))
         if self.cfg.precision in HALF:
             model.register_forward_pre_hook(self._inputs_in_weight_dtype, with_kwargs=True)
         if self.cfg.tricks.compile:
