@@ -16,6 +16,10 @@ from pretrain_bench.cli import compare, measure, results
 from pretrain_bench.cli import search as search_cmd
 from pretrain_bench.cli import sweep as sweep_cmd
 
+DEFAULT_STORE = "bench-results"
+# Commands that compose a BenchConfig, whose `store` they use.
+COMPOSING = ("run", "search", "target", "validate", "profile", "numerics", "peers")
+
 
 def parser() -> argparse.ArgumentParser:
     """Sub-commands; each sets `handler`, a function of the parsed arguments."""
@@ -24,8 +28,8 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str, overrides: str | None, force: bool, handler) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help)
-        if overrides:
-            cmd.add_argument("overrides", nargs="*", help=overrides)
+        cmd.add_argument("overrides", nargs="*", help=overrides or "store=DIR (the same as --store DIR)")
+        cmd.add_argument("--store", help=f"results directory, the same as store=DIR (default {DEFAULT_STORE})")
         if force:
             cmd.add_argument("--force", action="store_true", help="measure again what the store already has")
         cmd.set_defaults(handler=handler)
@@ -53,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
                   "the sweep's overrides (as given to `sweep`)", False,
                   lambda a: sweep_cmd.cmd_status_of(a.overrides, a.store, a.watch))
     sts.add_argument("--watch", action="store_true", help="follow until no job of the sweep is queued or running")
-    cnc = command("cancel", "cancel the queued and running SLURM jobs of a sweep", "the sweep's overrides", False,
+    command("cancel", "cancel the queued and running SLURM jobs of a sweep", "the sweep's overrides", False,
                   lambda a: sweep_cmd.cmd_cancel(a.overrides, a.store))
     command("profile", "profiler trace and time breakdown of one cell's timed steps",
             "the cell's overrides, as for `run`", False, lambda a: measure.cmd_profile(a.overrides))
@@ -77,14 +81,31 @@ def parser() -> argparse.ArgumentParser:
     plt = command("plot", "PNG plots of the records in a store", None, False,
                   lambda a: results.cmd_plot(a.store, a.out))
     plt.add_argument("--out", default="plots", help="directory to write into")
-    for cmd in (swp, sts, cnc, rep, tab, exp, plt):
-        cmd.add_argument("--store", default="bench-results")
     return p
+
+
+def one_store(args: argparse.Namespace) -> None:
+    """`store=DIR` and `--store DIR` mean the same for every command. Commands that compose a config read it from
+    the overrides (cfg.store); the others from args.store, and the override is not passed on (it is no cell key)."""
+    mine = [o for o in args.overrides if o.lstrip("+~").split("=", 1)[0] == "store"]
+    given = {o.split("=", 1)[1] for o in mine} | ({args.store} - {None})
+    if len(given) > 1:
+        raise config.ConfigError("store", f"given twice with different values ({', '.join(sorted(given))}); "
+                                          "store=DIR and --store DIR are the same option")
+    if args.command in COMPOSING:
+        args.overrides += [f"store={args.store}"] if args.store and not mine else []
+        return
+    args.store = given.pop() if given else DEFAULT_STORE
+    args.overrides = [o for o in args.overrides if o not in mine]
+    if args.command in ("table", "plot", "reproduce") and args.overrides:
+        raise config.ConfigError("overrides", f"`{args.command}` takes no overrides but store=DIR; got "
+                                              f"{' '.join(args.overrides)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        one_store(args)
         return args.handler(args)
     except (config.ConfigError, PermissionError) as e:
         print(f"pretrain-bench: {e}", file=sys.stderr)

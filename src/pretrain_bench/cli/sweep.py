@@ -29,9 +29,9 @@ def cmd_sweep(overrides: list[str], store_dir: str, dry_run: bool, detach: bool)
     todo = sweep.missing(store, cells, scheduler)
     active = [c for c in cells if scheduler.get(c.id) in slurm.ACTIVE]
     jobs = sweep.slurm_jobs(store, todo, launcher) if on_slurm and todo else []  # checked before anything starts
-    print(f"sweep of {len(cells)} cells: {len(cells) - len(todo) - len(active)} already done, {len(active)} queued "
-          f"or running on SLURM, {len(todo)} to launch with the {sweep.launcher_name(launcher)} launcher; "
-          f"store {store.root}")
+    queued = f"{len(active)} queued or running on SLURM, " if on_slurm or active else ""
+    print(f"sweep of {len(cells)} cells: {len(cells) - len(todo) - len(active)} already done, {queued}{len(todo)} to "
+          f"launch with the {sweep.launcher_name(launcher)} launcher; store {store.root}")
     resources = {cell.id: _resources(params) for cell, params in jobs}
     for cell in todo:
         print(f"  {cell.id}  {cell.label}{resources.get(cell.id, '')}")
