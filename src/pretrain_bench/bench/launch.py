@@ -26,6 +26,7 @@ from pretrain_bench.spec import gpus
 
 # The most specific failure among the ranks names the cell's status.
 FAILURE_PRIORITY = ("oom", "diverged", "timeout", "error")
+UNSIZED_TIMEOUT_S = 1800  # a cell launched without a Runner to size its time-out (tests, direct calls)
 _DETECT = ("import torch; n = torch.cuda.device_count(); print(n); "
            "print(torch.cuda.get_device_name(0) if n else '')")
 
@@ -119,11 +120,12 @@ def run_cell(cfg: BenchConfig, work_dir: Path, mode: str = "throughput",
         # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
         procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
                                   start_new_session=True) for cmd in commands]
-        deadline = time.monotonic() + cfg.timeout_s
+        limit = cfg.timeout_s or UNSIZED_TIMEOUT_S
+        deadline = time.monotonic() + limit
         try:
             codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in procs]
         except subprocess.TimeoutExpired:
-            return CellOutcome("timeout", f"no result after timeout_s={cfg.timeout_s} s; all ranks killed", None)
+            return CellOutcome("timeout", f"no result after timeout_s={limit} s; all ranks killed", None)
         finally:
             for p in procs:
                 if p.poll() is None:

@@ -1,14 +1,20 @@
 """Measure a cell into the store, or return the store's answer when it already has one (resume).
 
 A cell's identity is its key (config + library versions + GPU SKU) and the kind of measurement. A stored `ok` is
-final; a stored `oom` is final for a micro-batch probe (it will not fit next time either); anything else (error,
-timeout, diverged, or an `oom` of a full run) is measured again. `force` re-measures everything.
+final; a stored `oom` is final for a micro-batch probe (it will not fit next time either); a stored `timeout` is
+final while the limit stays the same (it would time out again); anything else (error, diverged, an `oom` of a full
+run, a timeout under a smaller limit) is measured again. `force` re-measures everything.
+
+Unless `timeout_s` is given, a cell's limit fits its work: the expected step time (the cell's measured probe, else a
+FLOPs estimate) times its steps, with a margin, plus a start-up and compile allowance.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +22,36 @@ from pretrain_bench.analysis import record
 from pretrain_bench.bench import launch, tracking
 from pretrain_bench.bench.store import Store
 from pretrain_bench.config import BenchConfig
+from pretrain_bench.spec import gpus, models
 
 # Record kind -> what the worker runs; every other kind (throughput, probe, validate) is our loop's throughput mode.
 WORKER_MODES = {"target": "target", "profile": "profile", "peer": "hf-trainer"}
 
 
-def is_final(r: dict) -> bool:
+# Time-outs that fit the work (when timeout_s is not given):
+START_ALLOWANCE_S = {"cpu": 120.0, "gpu": 180.0}  # process start (DeepSpeed's import alone: ~20 s), build, first step
+COMPILE_ALLOWANCE_S = 600.0  # torch.compile / Inductor autotuning on the first steps
+STEP_MARGIN = 3.0  # a probe runs another accumulation, an estimate assumes an MFU: leave room
+ASSUMED_MFU = 0.35
+CPU_FLOPS = 2e10  # per process, for the estimate only
+
+
+def is_final(r: dict, timeout_s: float | None = None) -> bool:
+    """A record that measuring again would only repeat (a timeout: at a limit no larger than the one it had)."""
+    if r["status"] == "timeout":
+        had = r["config"].get("timeout_s")
+        return timeout_s is not None and had is not None and timeout_s <= had
     return r["status"] == "ok" or (r["kind"] == "probe" and r["status"] == "oom")
+
+
+def estimated_step_s(cfg: BenchConfig) -> float | None:
+    """One optimizer step from FLOPs at an assumed MFU (a GPU's dense peak, or a nominal CPU rate); None when the
+    catalogue has no peak for the recipe's precision."""
+    work = cfg.model.global_batch * cfg.model.seq_len * models.flops_per_token(cfg.model)
+    if cfg.hardware.gpu == "cpu":
+        return work / (CPU_FLOPS * cfg.world_size)
+    peak = gpus.gpu(cfg.hardware.gpu).peak(gpus.peak_dtype(cfg.model.recipe.precision, tf32=True))
+    return work / (peak * cfg.world_size * ASSUMED_MFU) if peak else None
 
 
 @dataclass
@@ -31,6 +60,7 @@ class Runner:
     force: bool = False
     group: str | None = None  # experiment-tracker group (a sweep cell)
     versions: dict = field(default_factory=record.library_versions)
+    say: Callable[[str], None] = print
     _skus: dict = field(default_factory=dict)
 
     def gpu_sku(self, cfg: BenchConfig) -> str:
@@ -56,17 +86,43 @@ class Runner:
         vocab = -(-corpus.PackedCorpus.open(path).vocab_size // 64) * 64
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab)), path
 
+    def with_timeout(self, cfg: BenchConfig, kind: str) -> tuple[BenchConfig, str]:
+        """The cell with its time-out: as given, or from the expected step time (see the module's docstring)."""
+        if cfg.timeout_s is not None:
+            return cfg, "as given"
+        from pretrain_bench.bench.search import probe_config  # search builds on this module
+
+        probe_cfg = probe_config(cfg)
+        probe = self.store.latest().get((self.key(probe_cfg), "probe")) if kind != "probe" else None
+        if probe and probe["status"] == "ok":
+            step_s = probe["timing"]["honest_stats"]["median"] * cfg.grad_accum / probe_cfg.grad_accum
+            source = "measured probe"
+        elif (step_s := estimated_step_s(cfg)) is not None:
+            source = "estimate"
+        else:
+            return dataclasses.replace(cfg, timeout_s=launch.UNSIZED_TIMEOUT_S), "no step-time estimate: the default"
+        steps = cfg.warmup_steps + (cfg.target.max_steps if kind == "target" else cfg.steps)
+        allowance = START_ALLOWANCE_S["cpu" if cfg.hardware.gpu == "cpu" else "gpu"]
+        allowance += COMPILE_ALLOWANCE_S if cfg.tricks.compile else 0.0
+        limit = int(math.ceil((allowance + STEP_MARGIN * steps * step_s) / 10) * 10)
+        why = (f"{allowance:.0f} s start-up{' and compile' if cfg.tricks.compile else ''} + {STEP_MARGIN:.0f} × "
+               f"{steps} steps × {step_s:.3g} s ({source})")
+        return dataclasses.replace(cfg, timeout_s=limit), why
+
     def cached(self, cfg: BenchConfig, kind: str = "throughput") -> dict | None:
-        return self._final_record(self.with_corpus(cfg)[0], kind)
+        return self._final_record(self.with_timeout(self.with_corpus(cfg)[0], kind)[0], kind)
 
     def _final_record(self, resolved: BenchConfig, kind: str) -> dict | None:
         prior = self.store.latest().get((self.key(resolved), kind))
-        return prior if prior and is_final(prior) and not self.force else None
+        return prior if prior and is_final(prior, resolved.timeout_s) and not self.force else None
 
     def measure(self, cfg: BenchConfig, kind: str = "throughput") -> dict:
         cfg, corpus_path = self.with_corpus(cfg)
+        cfg, why = self.with_timeout(cfg, kind)
         if prior := self._final_record(cfg, kind):
             return prior
+        self.say(f"{kind} {cfg.model.name} on {cfg.hardware.name}, micro-batch {cfg.micro_batch}: time-out "
+                 f"{cfg.timeout_s} s ({why})")
         key = self.key(cfg)
         outcome = launch.run_cell(cfg, self.store.run_dir(f"{key}-{kind}"), mode=WORKER_MODES.get(kind, "throughput"),
                                   corpus=corpus_path)

@@ -161,7 +161,8 @@ def validate_run(cfg: BenchConfig) -> None:
     _positive("micro_batch", cfg.micro_batch)
     _positive("steps", cfg.steps, MIN_TIMED_STEPS)
     _positive("warmup_steps", cfg.warmup_steps, 0)
-    _positive("timeout_s", cfg.timeout_s)
+    if cfg.timeout_s is not None:
+        _positive("timeout_s", cfg.timeout_s)
     per_step = cfg.world_size * cfg.micro_batch
     if m.global_batch % per_step:
         fits = divisors(m.global_batch // cfg.world_size) if m.global_batch % cfg.world_size == 0 else []
