@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -73,13 +74,21 @@ def _sweep_on_slurm(store: Store, cells: list, jobs: list, max_requeues: int, de
         return 0
     try:
         with sweep_progress(store, [c for c in cells if c.id in submitted]):
-            while any(state in slurm.ACTIVE for state in slurm.states(ids).values()):
+            while _any_active(ids):
                 time.sleep(POLL_S)
     except (KeyboardInterrupt, SystemExit):
         slurm.cancel(ids)
         print(f"\ninterrupted: cancelled SLURM jobs {' '.join(ids)}", file=sys.stderr)
         raise
     return cmd_status(cells, store)
+
+
+def _any_active(ids: list[str]) -> bool:
+    try:
+        return any(state in slurm.ACTIVE for state in slurm.states(ids).values())
+    except (RuntimeError, subprocess.TimeoutExpired) as e:  # a busy or restarting controller: ask again
+        print(f"pretrain-bench: {e}; retrying", file=sys.stderr)
+        return True
 
 
 def cmd_cancel(overrides: list[str], store_dir: str) -> int:
