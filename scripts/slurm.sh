@@ -124,6 +124,11 @@ up() {
   [ "$(id -u)" = 0 ] || { log "needs root (apt-get, daemons)"; exit 1; }
   mkdir -p "$RUN"
   install
+  # Under systemd the packages start their own munge and MariaDB: stop them, so that this script owns (and `down`
+  # stops) every daemon of the test cluster.
+  if [ -d /run/systemd/system ]; then
+    systemctl stop slurmd slurmctld slurmdbd mariadb munge >/dev/null 2>&1 || true
+  fi
   write_configs
   start_munge
   start_mariadb

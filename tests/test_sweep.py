@@ -11,6 +11,7 @@ import pytest
 from pretrain_bench import cli, config
 from pretrain_bench.bench import search, slurm, sweep
 from pretrain_bench.bench.store import Store
+from pretrain_bench.cli import app
 
 # Global batch 4: few micro-batch candidates, so each cell's search is a handful of launches.
 GRID = ["model=tiny", "model.num_layers=1,2", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]",
@@ -167,3 +168,31 @@ def test_interrupted_sweep_resumes_without_losing_or_duplicating_cells(tmp_path)
     assert records[:len(records_before)] == records_before  # nothing earlier was lost or rewritten
     ok = [(r["key"], r["kind"]) for r in records if r["status"] == "ok"]
     assert len(ok) == len(set(ok))  # no measurement was repeated
+
+
+@pytest.mark.parametrize("command", ["run", "search", "target", "validate", "profile", "numerics", "peers", "sweep",
+                                     "status", "cancel", "reproduce", "table", "export", "plot"])
+def test_store_and_dash_dash_store_are_one_flag_for_every_command(command):
+    def resolved(*argv: str) -> str:
+        args = app.parser().parse_args([command, *argv])
+        app.one_store(args)
+        if command in app.COMPOSING:  # these compose a config: its `store` is the override
+            return [o.split("=", 1)[1] for o in args.overrides if o.startswith("store=")][-1]
+        assert not any(o.startswith("store=") for o in args.overrides)  # never a cell override of a sweep
+        return args.store
+
+    assert resolved("store=a") == resolved("--store", "a") == resolved("store=a", "--store", "a") == "a"
+    with pytest.raises(config.ConfigError, match="given twice with different values"):
+        resolved("store=a", "--store", "b")
+    if command not in app.COMPOSING:
+        assert resolved() == "bench-results"
+
+
+def test_table_reads_the_store_given_as_an_override(tmp_path, capsys):
+    from test_record import make
+
+    record = make([32.0] * 5)
+    Store(tmp_path).append(record)
+    assert cli.main(["table", f"store={tmp_path}"]) == 0
+    assert record["cell"]["model"] in capsys.readouterr().out
+    assert cli.main(["table", "model=tiny", f"store={tmp_path}"]) == 2

@@ -26,6 +26,7 @@ from pretrain_bench.config import BenchConfig, to_dict
 
 # The most specific failure among the ranks names the cell's status.
 FAILURE_PRIORITY = ("oom", "diverged", "timeout", "error")
+UNSIZED_TIMEOUT_S = 1800  # a cell launched without a Runner to size its time-out (tests, direct calls)
 
 
 @dataclass
@@ -114,7 +115,7 @@ def run_cells(cfgs: list[BenchConfig], work_dir: Path, mode: str = "throughput",
         # Each node's launcher in its own process group: a time-out or an interrupt kills every rank it started.
         procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(cfg),
                                   start_new_session=True) for cmd in commands]
-        timeout_s = sum(c.timeout_s for c in cfgs)
+        timeout_s = sum(c.timeout_s or UNSIZED_TIMEOUT_S for c in cfgs)
         deadline = time.monotonic() + timeout_s
         try:
             codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in procs]

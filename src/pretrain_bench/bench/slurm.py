@@ -46,7 +46,7 @@ def _run(cmd: list[str]) -> str:
         raise config.ConfigError("hydra/launcher", f"`{cmd[0]}` not found: this machine is not a SLURM login node; "
                                                    "allowed here: basic, submitit_local") from None
     if out.returncode:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed: {(out.stderr or out.stdout).strip()}")
+        raise config.ConfigError("hydra/launcher", f"`{' '.join(cmd)}` failed: {(out.stderr or out.stdout).strip()}")
     return out.stdout
 
 
@@ -135,8 +135,9 @@ def states(job_ids: list[str]) -> dict[str, str]:
 
 
 def cancel(job_ids: list[str]) -> None:
+    """scancel the jobs; one that has already ended is no error (an interrupted sweep cancels all of its jobs)."""
     if job_ids:
-        _run(["scancel", *job_ids])
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
 
 
 class SubmitError(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,9 +31,9 @@ def cmd_sweep(overrides: list[str], store_dir: str, dry_run: bool, detach: bool)
     todo = sweep.missing(store, cells, scheduler)
     active = [c for c in cells if scheduler.get(c.id) in slurm.ACTIVE]
     jobs = sweep.slurm_jobs(store, todo, launcher) if on_slurm and todo else []  # checked before anything starts
-    print(f"sweep of {len(cells)} cells: {len(cells) - len(todo) - len(active)} already done, {len(active)} queued "
-          f"or running on SLURM, {len(todo)} to launch with the {sweep.launcher_name(launcher)} launcher; "
-          f"store {store.root}")
+    queued = f"{len(active)} queued or running on SLURM, " if on_slurm or active else ""
+    print(f"sweep of {len(cells)} cells: {len(cells) - len(todo) - len(active)} already done, {queued}{len(todo)} to "
+          f"launch with the {sweep.launcher_name(launcher)} launcher; store {store.root}")
     resources = {cell.id: _resources(params) for cell, params in jobs}
     for cell in todo:
         print(f"  {cell.id}  {cell.label}{resources.get(cell.id, '')}")
@@ -74,13 +75,21 @@ def _sweep_on_slurm(store: Store, cells: list, jobs: list, max_requeues: int, de
         return 0
     try:
         with sweep_progress(store, [c for c in cells if c.id in submitted]):
-            while any(state in slurm.ACTIVE for state in slurm.states(ids).values()):
+            while _any_active(ids):
                 time.sleep(POLL_S)
     except (KeyboardInterrupt, SystemExit):
         slurm.cancel(ids)
         print(f"\ninterrupted: cancelled SLURM jobs {' '.join(ids)}", file=sys.stderr)
         raise
     return cmd_status(cells, store)
+
+
+def _any_active(ids: list[str]) -> bool:
+    try:
+        return any(state in slurm.ACTIVE for state in slurm.states(ids).values())
+    except (RuntimeError, subprocess.TimeoutExpired) as e:  # a busy or restarting controller: ask again
+        print(f"pretrain-bench: {e}; retrying", file=sys.stderr)
+        return True
 
 
 def cmd_cancel(overrides: list[str], store_dir: str) -> int:

@@ -200,7 +200,7 @@ class BenchConfig:
     warmup_steps: int = 3  # untimed optimizer steps before them (compile, allocator, fp16 loss scale)
     seed: int = 0
     store: str = "bench-results"
-    timeout_s: int = 1800
+    timeout_s: int | None = None  # None: fitted to the cell's expected step time (bench/runner.py)
     timing: str = "honest"  # honest | legacy (the reference harness's method, for comparison; never ranked)
     collective_timeout_s: int = 600  # a collective that waits longer than this fails the cell (a hung rank)
     multinode: str = "srun"  # how nodes > 1 start: srun inside a SLURM allocation | local (simulated, for tests)

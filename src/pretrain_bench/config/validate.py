@@ -149,7 +149,8 @@ def validate_run(cfg: BenchConfig) -> None:
     positive("micro_batch", cfg.micro_batch)
     positive("steps", cfg.steps, MIN_TIMED_STEPS)
     positive("warmup_steps", cfg.warmup_steps, 0)
-    positive("timeout_s", cfg.timeout_s)
+    if cfg.timeout_s is not None:
+        positive("timeout_s", cfg.timeout_s)
     per_step = cfg.world_size * cfg.micro_batch
     if m.global_batch % per_step:
         fits = divisors(m.global_batch // cfg.world_size) if m.global_batch % cfg.world_size == 0 else []
