@@ -1,5 +1,7 @@
-"""Build a model on the meta device, shard it, then materialise only this rank's shard, with exactly the initial
-weights that a host build (`models.build_model` under the same seed) would have.
+"""Build a model without ever holding all of it, with exactly the initial weights that a host build
+(`models.build_model` under the same seed) would have: FSDP2 builds on the meta device, shards, then materialises
+this rank's shard (`build_on_meta`, `materialize`); ZeRO-3 builds inside deepspeed.zero.Init, which partitions each
+module as it is constructed (`build_partitioned`).
 
 A host build of a transformers model draws from the CPU generator twice, interleaved: while modules are constructed
 (torch's default inits) and in each `PreTrainedModel.init_weights` (transformers' `_init_weights`, run at the end of
@@ -7,8 +9,10 @@ every sub-model's constructor). On the meta device neither draws. So the meta bu
 operation (by its `nondeterministic_seeded` tag) and every `init_weights` call. After sharding, `materialize` replays
 that record: construction draws are re-drawn into scratch tensors (the generator advances exactly as on the host),
 and each `init_weights` runs transformers' own per-module init in transformers' order, one transformer block (or one
-other top-level piece) at a time, on full-size host tensors that are then copied into this rank's shard and freed.
-Host memory holds one block's fp32 weights at a time, never the model.
+other top-level piece) at a time, on full-size host tensors that are then copied into this rank's shard (a ZeRO-3
+partition, through a gather) and freed. Host memory holds one block's fp32 weights at a time, never the model.
+One difference remains: a trick that replaces a module after init (the fused CE head replaces the Linear head) leaves
+the host build one draw further on; the weights are the same, and training draws nothing from the CPU generator.
 """
 
 from __future__ import annotations
@@ -60,6 +64,26 @@ def build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
 
 def is_meta(model: nn.Module) -> bool:
     return hasattr(model, EVENTS)
+
+
+def build_partitioned(build: Callable[[], nn.Module], partitioning: Callable[[], contextlib.AbstractContextManager],
+                      blocks: Callable[[nn.Module], list[nn.Module]]) -> nn.Module:
+    """`build()` inside a partitioning context (DeepSpeed's zero.Init: each module's parameters are partitioned as
+    soon as it is constructed, so no rank ever holds the whole model), with a host build's initial weights: the draws
+    are recorded on a meta build and replayed into the partitions, one block at a time."""
+    from transformers import initialization as hf_init
+
+    record = build_on_meta(build)
+    # Construction draws nothing (transformers' no_init_weights) and leaves the generator untouched (fork_rng):
+    # the replay below draws every value, from where a host build would start.
+    with torch.random.fork_rng(devices=[]), hf_init.no_init_weights(), partitioning():
+        model = build()
+    model.tie_weights()  # no_init_weights skipped init_weights, which ties after initialising
+    names = {id(m): name for name, m in record.named_modules()}
+    setattr(model, EVENTS, [("init", model.get_submodule(names[id(e[1])])) if e[0] == "init" else e
+                            for e in getattr(record, EVENTS)])
+    materialize(model, blocks(model))
+    return model
 
 
 def _host(x):
@@ -165,17 +189,34 @@ def _initialized(module: nn.Module) -> bool:
     return getattr(module, "_is_hf_initialized", False)
 
 
+@contextlib.contextmanager
+def _gathered(real: torch.Tensor, modify: bool) -> Iterator[None]:
+    """A ZeRO-3 partitioned parameter gathered whole for the body (and, if `modify`, partitioned again from rank 0's
+    values afterwards); any other tensor as it is."""
+    if not hasattr(real, "ds_id"):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([real], modifier_rank=0 if modify else None):
+        yield
+
+
 def _host_like(real: torch.Tensor, with_values: bool) -> torch.Tensor:
-    if with_values:  # a DTensor's full values: every rank runs the same materialisation, so all take part
-        host = (real.full_tensor() if hasattr(real, "full_tensor") else real).detach().to("cpu", copy=True)
+    # The full shape: a DTensor's own, a ZeRO-3 parameter's ds_shape (its .shape is that of an empty placeholder).
+    shape = getattr(real, "ds_shape", real.shape)
+    if with_values:  # every rank runs the same materialisation, so all take part in the gather
+        with _gathered(real, modify=False):
+            host = (real.full_tensor() if hasattr(real, "full_tensor") else real).detach().to("cpu", copy=True)
     else:
-        host = torch.empty(real.shape, dtype=real.dtype, device="cpu")  # a DTensor's shape is the full shape
+        host = torch.empty(shape, dtype=real.dtype, device="cpu")
     return nn.Parameter(host, requires_grad=real.requires_grad) if isinstance(real, nn.Parameter) else host
 
 
 def _write(real: torch.Tensor, host: torch.Tensor) -> None:
     """Copy the full host tensor into the real one: this rank's dim-0 chunk of an FSDP2-sharded DTensor (FSDP2
-    shards with torch.chunk), or all of a plain tensor."""
+    shards with torch.chunk), a ZeRO-3 parameter through a gather (every rank holds the same values), or all of a
+    plain tensor."""
     from torch.distributed.tensor import DTensor
 
     if isinstance(real, DTensor):
@@ -186,4 +227,5 @@ def _write(real: torch.Tensor, host: torch.Tensor) -> None:
         if local.numel():
             local.copy_(chunks[rank])
         return
-    real.copy_(host)
+    with _gathered(real, modify=True):
+        real.data.copy_(host)

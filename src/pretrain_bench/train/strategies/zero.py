@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pretrain_bench.spec import models
 from pretrain_bench.spec.deepspeed_json import deepspeed_config, uses_cpu_adam
-from pretrain_bench.train import speedups, tricks
+from pretrain_bench.train import meta_init, speedups, tricks
 from pretrain_bench.train.strategies.base import StepResult, Strategy
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -18,6 +19,18 @@ HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class DeepSpeedStrategy(Strategy):
     compiles_blocks = False  # the engine compiles the model itself (engine.compile), which ZeRO-3 hooks need
+
+    def build_model(self) -> nn.Module:
+        """ZeRO-3: built inside deepspeed.zero.Init, partitioned module by module as it is constructed (no rank holds
+        the whole model, and no GPU receives it whole before partitioning), with the host build's initial weights."""
+        if self.cfg.strategy.zero_stage != 3:
+            return super().build_model()
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=self.rt.dist_backend)
+        config = deepspeed_config(self.cfg, pin_memory=self.rt.device.type == "cuda")
+        return meta_init.build_partitioned(super().build_model, lambda: deepspeed.zero.Init(config_dict_or_path=config),
+                                           lambda model: models.blocks(model, self.cfg.model))
 
     def wrap(self, model: nn.Module) -> nn.Module:
         import deepspeed
