@@ -111,7 +111,8 @@ def slowest_rank(rows: list[list[float]], rt: Runtime) -> torch.Tensor:
 def batch_source(cfg: config.BenchConfig, rt: Runtime, corpus_path: str | None):
     if corpus_path is None:
         return synthetic.synthetic(cfg.model, cfg.seed, rt.device)
-    from pretrain_bench.data.corpus import PackedBatches, PackedCorpus
+    from pretrain_bench.data.corpus import PackedCorpus
+    from pretrain_bench.train.text_batches import PackedBatches
 
     return PackedBatches(PackedCorpus.open(corpus_path), cfg.model.global_batch, cfg.seed, rt.device)
 
@@ -120,7 +121,8 @@ class TargetTracker:
     """Evaluates every `eval_every` steps inside the clock and stops training at the first evaluation ≤ target."""
 
     def __init__(self, cfg: config.BenchConfig, model, strategy, rt: Runtime, corpus_path: str):
-        from pretrain_bench.data.corpus import PackedCorpus, val_batches
+        from pretrain_bench.data.corpus import PackedCorpus
+        from pretrain_bench.train.text_batches import val_batches
 
         self.cfg, self.model, self.strategy, self.rt = cfg, model, strategy, rt
         corpus = PackedCorpus.open(corpus_path)
