@@ -65,7 +65,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
     tricks.apply_process_settings(cfg)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and for every strategy
     strategy = strategies.create(cfg, rt)
-    model = strategy.wrap(tricks.build_model(cfg, compile_blocks=strategy.compiles_blocks))
+    model = strategy.wrap(strategy.build_model())
     batches = faults.inject(model, batch_source(cfg, rt, corpus_path), rt.rank)
     tracker = target.TargetTracker(cfg, model, strategy, rt, corpus_path) if mode == "target" else None
     setup_s = time.perf_counter() - started

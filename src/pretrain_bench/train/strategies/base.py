@@ -44,6 +44,10 @@ class Strategy:
         self.cfg, self.rt = cfg, rt
         self.dtype = tricks.DTYPES[cfg.precision]
 
+    def build_model(self) -> nn.Module:
+        """The model with its tricks, built on the host; FSDP2 builds it on the meta device (train/meta_init.py)."""
+        return tricks.build_model(self.cfg, compile_blocks=self.compiles_blocks)
+
     def wrap(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
 

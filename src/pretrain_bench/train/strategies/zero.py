@@ -11,8 +11,9 @@ import contextlib
 import torch
 from torch import nn
 
+from pretrain_bench.spec import models
 from pretrain_bench.spec.deepspeed_json import deepspeed_config, reduces_every_micro_batch, uses_cpu_adam
-from pretrain_bench.train import recipe, speedups
+from pretrain_bench.train import meta_init, recipe, speedups
 from pretrain_bench.train.strategies.base import StepResult, Strategy, dtype_name
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -20,6 +21,18 @@ HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class DeepSpeedStrategy(Strategy):
     compiles_blocks = False  # the engine compiles the model itself (engine.compile), which ZeRO-3 hooks need
+
+    def build_model(self) -> nn.Module:
+        """ZeRO-3: built inside deepspeed.zero.Init, partitioned module by module as it is constructed (no rank holds
+        the whole model, and no GPU receives it whole before partitioning), with the host build's initial weights."""
+        if self.cfg.strategy.zero_stage != 3:
+            return super().build_model()
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=self.rt.dist_backend)
+        config = deepspeed_config(self.cfg, pin_memory=self.rt.device.type == "cuda")
+        return meta_init.build_partitioned(super().build_model, lambda: deepspeed.zero.Init(config_dict_or_path=config),
+                                           lambda model: models.blocks(model, self.cfg.model))
 
     def wrap(self, model: nn.Module) -> nn.Module:
         import deepspeed
