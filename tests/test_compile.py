@@ -42,6 +42,7 @@ def train_single(cfg: config.BenchConfig) -> tuple[list[float], dict]:
     return [log.loss for log in logs], measurement.compile_counters()
 
 
+@pytest.mark.slow  # Inductor compiles in this process: tens of seconds per trick set, too long for the fast tier
 @pytest.mark.parametrize("trick_set", TRICKS)
 def test_compiled_single_process_training_matches_eager(trick_set):
     base = [*COMMON, "hardware=cpu-1", "strategy=single", "micro_batch=2", f"tricks={trick_set}"]
