@@ -189,10 +189,12 @@ def estimate_seconds(cfg: BenchConfig, n_methods: int) -> float | None:
 
 class Search:
     def __init__(self, runner: Runner, overrides: list[str], base: BenchConfig,
-                 on_outcome: Callable[[Outcome], None] | None = None, repeats: int = confirm.REPEATS):
+                 on_outcome: Callable[[Outcome], None] | None = None, repeats: int | None = None):
         """`base` is the search space's model and hardware (see `base_config`); `overrides` recreate it per method;
-        `repeats`: alternated re-measurements of each contender before ranking (0: rank single measurements)."""
-        self.runner, self.overrides, self.base, self.repeats = runner, list(overrides), base, repeats
+        `repeats`: alternated re-measurements of each contender before ranking (0: rank single measurements;
+        default: the config's `search_repeats`)."""
+        self.runner, self.overrides, self.base = runner, list(overrides), base
+        self.repeats = base.search_repeats if repeats is None else repeats
         self.on_outcome = on_outcome or (lambda o: None)
         self.fitted: dict[Method, int] = {}  # largest fitting micro-batch per method
 

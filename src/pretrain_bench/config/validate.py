@@ -161,6 +161,7 @@ def validate_run(cfg: BenchConfig) -> None:
     _positive("micro_batch", cfg.micro_batch)
     _positive("steps", cfg.steps, MIN_TIMED_STEPS)
     _positive("warmup_steps", cfg.warmup_steps, 0)
+    _positive("search_repeats", cfg.search_repeats, 0)
     _positive("timeout_s", cfg.timeout_s)
     per_step = cfg.world_size * cfg.micro_batch
     if m.global_batch % per_step:
