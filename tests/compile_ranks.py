@@ -36,7 +36,11 @@ def main(cells_path: str, out_path: str) -> None:
     cells = json.loads(Path(cells_path).read_text())
     configs = [(c["name"], config.from_dict(c["config"])) for c in cells]
     rt = worker.runtime(configs[0][1])
-    results = {name: train(cfg, rt) for name, cfg in configs}
+    results = {}
+    for name, cfg in configs:
+        results[name] = train(cfg, rt)
+        if rt.rank == 0:
+            print(f"{name}: {json.dumps(results[name])}", flush=True)
     if rt.rank == 0:
         Path(out_path).write_text(json.dumps(results))
     dist.barrier()

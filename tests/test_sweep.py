@@ -15,7 +15,7 @@ from pretrain_bench.cli import app
 
 # Global batch 4: few micro-batch candidates, so each cell's search is a handful of launches.
 GRID = ["model=tiny", "model.num_layers=1,2", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]",
-        "steps=5", "warmup_steps=1", "model.global_batch=4"]
+        "steps=5", "warmup_steps=1", "model.global_batch=4", "search_repeats=0"]
 
 
 def test_grid_expands_and_validates():
@@ -146,7 +146,7 @@ def test_interrupted_sweep_resumes_without_losing_or_duplicating_cells(tmp_path)
     import time
 
     grid = ["model=tiny", "model.num_layers=1,2", "hardware=cpu-2", "methods=naive", "strategies=[ddp]",
-            "steps=5", "warmup_steps=1", "model.global_batch=4"]
+            "steps=5", "warmup_steps=1", "model.global_batch=4", "search_repeats=0"]
     cmd = [sys.executable, "-m", "pretrain_bench.cli", "sweep", *grid, "--store", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cells, _ = sweep.expand(grid)

@@ -70,7 +70,7 @@ LIBRARIES = ("torch", "transformers", "deepspeed", "accelerate", "torchao")
 # Config keys that do not change what is measured, so they stay out of a cell's identity.
 # `env` enters the key as the workers' effective environment (bench.runner.key_env), inherited variables included.
 _NOT_IN_KEY = ("store", "timeout_s", "steps", "warmup_steps", "collective_timeout_s", "multinode", "env",
-               "logger", "peers")
+               "logger", "peers", "search_repeats")
 
 
 def library_versions() -> dict[str, str]:

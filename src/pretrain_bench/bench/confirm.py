@@ -3,9 +3,9 @@
 Taking the maximum of single measurements picks the method whose one run was luckiest (the winner's curse). So the
 methods within `NEAR` of the best single figure, and the best one at the next smaller micro-batch (near the memory
 limit the CUDA allocator's free-and-retry can make the largest micro-batch slower), are measured again in fresh
-processes, in alternation (A, B, C, A, B, C, …: a slow phase of the machine hits all of them), `repeats` times each,
-and ranked on the median of those runs. The winner is reported with its spread (lowest and highest run), and when
-the runner-up's best run reaches the winner's worst the two are called within noise. Re-measurements are ordinary
+processes, in alternation (A, B, C, A, B, C, …: a slow phase of the machine hits all of them), `search_repeats`
+(default 3) times each, and ranked on the median of those runs. The winner is reported with its spread (lowest and
+highest run), and when the runner-up's best run reaches the winner's worst the two are called within noise. Re-measurements are ordinary
 store records of the cell, so an interrupted search resumes them and estimates use them as repeated runs.
 """
 
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NEAR = 0.05  # re-measure methods within 5 % of the best single measurement
-REPEATS = 3
 
 
 def speed(r: dict) -> float:
@@ -80,7 +79,7 @@ def candidates(measured: list[tuple[Any, int, dict]], sizes: list[int], near: fl
 
 
 def confirm(contenders: list[Contender], measure: Callable[[Any, int], dict],
-            history: Callable[[Any, int], list[dict]], repeats: int = REPEATS) -> Confirmation:
+            history: Callable[[Any, int], list[dict]], repeats: int) -> Confirmation:
     """Measure each contender `repeats` more times, in alternation. `history(method, micro_batch)` gives the
     store's ok records of that cell, oldest first; runs already there beyond the search's own measurement count, so
     a resumed search measures only what is missing. `measure` runs one fresh measurement."""

@@ -198,15 +198,15 @@ def estimate_seconds(cfg: BenchConfig, n_methods: int) -> float | None:
 class Search:
     def __init__(self, runner: Runner, overrides: list[str], base: BenchConfig,
                  on_outcome: Callable[[Outcome], None] | None = None, prune: str = "rules",
-                 repeats: int = confirm.REPEATS):
+                 repeats: int | None = None):
         """`base` is the search space's model and hardware (see `base_config`); `overrides` recreate it per method;
         `prune` one of PRUNE_MODES; `repeats`: alternated re-measurements of each contender before ranking (0: rank
-        single measurements)."""
+        single measurements; default: the config's `search_repeats`)."""
         if prune not in PRUNE_MODES:
             raise config.ConfigError("search.prune", f"{prune!r} is not allowed; allowed values: "
                                                      f"{', '.join(PRUNE_MODES)}")
-        self.runner, self.overrides, self.base = runner, list(overrides), base
-        self.prune, self.repeats = prune, repeats
+        self.runner, self.overrides, self.base, self.prune = runner, list(overrides), base, prune
+        self.repeats = base.search_repeats if repeats is None else repeats
         self.on_outcome = on_outcome or (lambda o: None)
         self.fitted: dict[Method, int] = {}  # largest fitting micro-batch per method
         self.guesses: dict[Method, guide.Guess | None] = {}  # the performance model's, with prune=predicted

@@ -206,6 +206,7 @@ class BenchConfig:
     multinode: str = "srun"  # how nodes > 1 start: srun inside a SLURM allocation | local (simulated, for tests)
     env: dict[str, str] = field(default_factory=dict)  # extra worker environment, e.g. NCCL_IB_DISABLE: "1"
     logger: str = "none"  # none | wandb (offline unless WANDB_MODE / a server is configured)
+    search_repeats: int = 3  # `search`: alternated re-measurements of each near-best method before ranking (0: none)
 
     @property
     def world_size(self) -> int:

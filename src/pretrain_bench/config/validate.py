@@ -149,6 +149,7 @@ def validate_run(cfg: BenchConfig) -> None:
     positive("micro_batch", cfg.micro_batch)
     positive("steps", cfg.steps, MIN_TIMED_STEPS)
     positive("warmup_steps", cfg.warmup_steps, 0)
+    positive("search_repeats", cfg.search_repeats, 0)
     if cfg.timeout_s is not None:
         positive("timeout_s", cfg.timeout_s)
     per_step = cfg.world_size * cfg.micro_batch
