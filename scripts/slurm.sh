@@ -93,6 +93,8 @@ AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
+# Schedule every few seconds, not every minute: a requeued job (or one whose start time a test moves) starts soon.
+SchedulerParameters=sched_interval=5,bf_interval=5
 KillWait=10
 MinJobAge=60
 $node Gres=gpu:2 State=UNKNOWN

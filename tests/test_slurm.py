@@ -107,19 +107,18 @@ def test_sigterm_and_cancel_leave_no_job_queued(tmp_path, capsys):
     wait_until(lambda: set(sweep.scheduler_states(detached, cells).values()) == {"cancelled"}, 30, "cancelled")
 
 
-def test_a_time_limited_job_is_requeued_and_resumes_from_the_store(tmp_path, capsys):
-    """The job's time limit is cut while it runs: SLURM's warning signal makes submitit requeue it, and the requeued
-    job finishes the cell reusing the records the first run stored."""
-    # Two methods: work enough left after the first record for SLURM's time-limit check (every 30 s) to strike.
-    grid = [*CELL, "hardware=cpu-2", "strategies=[ddp,fsdp]", "model.global_batch=16"]
+def test_a_time_limited_job_is_requeued_and_finishes(tmp_path, capsys):
+    """The job's time limit is cut as soon as it runs: SLURM's warning signal (at its next time-limit check, within
+    30 s) makes submitit requeue the job, and the requeued job finishes the cell, reusing what the first run stored."""
+    grid = [*CELL, "hardware=cpu-2", "strategies=[ddp]", "model.global_batch=16"]  # about a minute of work
     [cell], _ = sweep.expand(grid)
     store = Store(tmp_path)
     assert cli.main(["sweep", *grid, "--detach", "--store", str(tmp_path)]) == 0
     job = sweep.job_ids(store, [cell])[cell.id]
-    wait_until(lambda: store.records(), 120, "a first record")
-    first = [(r["key"], r["kind"]) for r in store.records()]
+    wait_until(lambda: slurm.states([job])[job] == "running", 60, "the job to start")
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)  # past the warning time
-    wait_until(lambda: "Restarts=0" not in scontrol_job(job), 120, "the requeue")
+    requeued(job, 90)
+    first = [(r["key"], r["kind"]) for r in store.records()]
     # The limit back to the sweep's, and no wait for the requeue's begin time, so that the test stays short.
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10", "StartTime=now"], check=True)
     assert cli.main(["status", *grid, "--watch", "--store", str(tmp_path)]) == 0
@@ -133,8 +132,13 @@ def test_a_time_limited_job_is_requeued_and_resumes_from_the_store(tmp_path, cap
     assert accounting[-1] == "COMPLETED" and "REQUEUED" in accounting, accounting
 
 
-def scontrol_job(job: str) -> str:
-    return subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+def requeued(job: str, timeout: float) -> None:
+    """Wait until the job is back in the queue; SLURM then holds it for about 2 minutes (Reason=BeginTime)."""
+    def pending_again() -> bool:
+        text = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+        return "Restarts=0" not in text and "JobState=PENDING" in text
+
+    wait_until(pending_again, timeout, "the requeue")
 
 
 def test_impossible_jobs_are_refused_before_submission_and_sbatch_errors_reach_the_terminal(tmp_path, capsys):
@@ -157,3 +161,23 @@ def test_impossible_jobs_are_refused_before_submission_and_sbatch_errors_reach_t
     [cell], _ = sweep.expand(grid)
     assert "CUDA GPUs" in sweep.read_status(Store(tmp_path), cell.id)["error"]
     assert sweep.scheduler_states(Store(tmp_path), [cell]) == {cell.id: "finished"}
+
+
+def test_a_preempted_job_is_requeued_and_resumes_from_the_store(tmp_path, capsys):
+    """`scontrol requeue` is what SLURM does to a job preempted with PreemptMode=REQUEUE: the job is killed (its
+    ranks with it) and queued again; the new run finishes the cell without measuring anything twice."""
+    grid = [*CELL, "hardware=cpu-1", "strategies=[single]"]
+    [cell], _ = sweep.expand(grid)
+    store = Store(tmp_path)
+    assert cli.main(["sweep", *grid, "--detach", "--store", str(tmp_path)]) == 0
+    job = sweep.job_ids(store, [cell])[cell.id]
+    wait_until(lambda: store.records(), 120, "a first record")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    requeued(job, 60)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    assert cli.main(["status", *grid, "--watch", "--store", str(tmp_path)]) == 0
+    assert f"[SLURM job {job}: finished]" in capsys.readouterr().out
+    ok = [(r["key"], r["kind"]) for r in store.records() if r["status"] == "ok"]
+    assert len(ok) == len(set(ok)) and {kind for _, kind in ok} == {"probe", "throughput"}
+    pattern = f"pretrain_bench.train.worker .*{tmp_path}"
+    assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout == b""
