@@ -13,7 +13,7 @@ import sys
 import pretrain_bench
 from pretrain_bench import config
 from pretrain_bench.analysis import export, report
-from pretrain_bench.bench import sweep
+from pretrain_bench.bench import sweep as bench_sweep  # not `sweep`: that name is cli/sweep.py, this package's own
 from pretrain_bench.bench.store import Store
 from pretrain_bench.cli import compare, listing, measure, results
 from pretrain_bench.cli import search as search_cmd
@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     swp.add_argument("--dry-run", action="store_true", help="show the cells that would be launched, launch none")
     sts = command("status", "done / running / failed / missing cells of a sweep",
                   "the sweep's overrides (as given to `sweep`)", False,
-                  lambda a: sweep_cmd.cmd_status(sweep.expand(a.overrides)[0], Store(a.store)))
+                  lambda a: sweep_cmd.cmd_status(bench_sweep.expand(a.overrides)[0], Store(a.store)))
     command("profile", "profiler trace and time breakdown of one cell's timed steps",
             "the cell's overrides, as for `run`", False, lambda a: measure.cmd_profile(a.overrides))
     command("numerics", "loss curves of faster methods against the baseline's seed-to-seed spread (table + PNG)",
