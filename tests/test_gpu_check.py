@@ -14,7 +14,7 @@ from pretrain_bench.bench import gpu_check
 from pretrain_bench.spec import gpus
 
 ROOT = Path(__file__).resolve().parents[1]
-GPUS = [k for k in gpus.CATALOGUE if k != "cpu"]
+GPUS = gpu_check.checkable()
 
 
 @pytest.mark.parametrize("sku", GPUS)

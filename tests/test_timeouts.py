@@ -47,7 +47,7 @@ def test_the_time_out_comes_from_the_measured_probe_else_the_estimate(tmp_path):
 def test_a_timed_out_cell_is_not_rerun_at_the_same_limit(tmp_path, monkeypatch):
     launched = []
 
-    def fake_run_cell(cfg, work_dir, mode="throughput", corpus=None):
+    def fake_run_cell(cfg, work_dir, mode="throughput", corpus=None, watcher=None):
         launched.append(cfg.timeout_s)
         return launch.CellOutcome("timeout", f"no result after timeout_s={cfg.timeout_s} s", None)
 

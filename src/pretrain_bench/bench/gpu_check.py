@@ -111,6 +111,12 @@ def hardware_for(sku: str, out: Path, write: bool) -> tuple[str, list[str]]:
     return name, ["--config-dir", str(own)]
 
 
+def checkable() -> list[str]:
+    """The GPU types the check can plan for: the catalogue's, less the CPU and the placeholder for unknown GPUs (no
+    peak to estimate a step's time from)."""
+    return [k for k in gpus.CATALOGUE if k not in ("cpu", "unknown")]
+
+
 def detect() -> str:
     """The catalogue key of this machine's first GPU: nvidia-smi's name, else torch's."""
     driver = probe.ask_driver()
@@ -118,7 +124,7 @@ def detect() -> str:
     sku = gpus.identify(names[0]) if names[0] else None
     if sku is None:
         raise config.ConfigError("--gpu", f"no GPU of the catalogue found (nvidia-smi / torch say {names[0]!r}); "
-                                          f"allowed: {', '.join(k for k in gpus.CATALOGUE if k != 'cpu')}")
+                                          f"allowed: {', '.join(checkable())}")
     return sku
 
 
@@ -160,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         sku = args.gpu or detect()
-        gpus.gpu(sku)
-    except (config.ConfigError, KeyError) as e:
+        if sku not in checkable():
+            raise config.ConfigError("--gpu", f"{sku!r} is not a GPU type the check can plan for; allowed: "
+                                              f"{', '.join(checkable())}")
+    except config.ConfigError as e:
         print(f"gpu_check: {e}", file=sys.stderr)
         return 2
     out = Path(args.out or Path(os.environ.get("OUT") or ".") / "results" / sku).resolve()

@@ -28,8 +28,9 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str, overrides: str | None, force: bool, handler) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help, epilog=EPILOG)
-        cmd.add_argument("overrides", nargs="*", help=overrides or "store=DIR (the same as --store DIR)")
-        cmd.add_argument("--store", help=f"results directory, the same as store=DIR (default {DEFAULT_STORE})")
+        if name not in STORELESS:
+            cmd.add_argument("overrides", nargs="*", help=overrides or "store=DIR (the same as --store DIR)")
+            cmd.add_argument("--store", help=f"results directory, the same as store=DIR (default {DEFAULT_STORE})")
         # SUPPRESS: a sub-command's default must not erase a --config-dir given before the sub-command
         cmd.add_argument("--config-dir", action="append", default=argparse.SUPPRESS, help=CONFIG_DIR_HELP)
         if overrides and name not in ONE_CONFIG_EXCEPT:
@@ -113,6 +114,7 @@ def _store_commands(command) -> None:
 
 ONE_CONFIG_EXCEPT = ("sweep", "status", "cancel", "export")  # a grid of configs, or record selectors: nothing to print
 DEFAULT_STORE = "bench-results"
+STORELESS = ("list",)  # reads the configs only: no overrides, no store
 # Commands that compose a BenchConfig, whose `store` they use.
 COMPOSING = ("run", "search", "target", "validate", "profile", "numerics", "peers")
 CONFIG_DIR_HELP = ("a directory of your own configs laid out as configs/ (model/, hardware/, …), searched after the "
@@ -132,7 +134,7 @@ def version() -> str:
 def one_store(args: argparse.Namespace) -> None:
     """`store=DIR` and `--store DIR` mean the same for every command. Commands that compose a config read it from
     the overrides (cfg.store); the others from args.store, and the override is not passed on (it is no cell key)."""
-    if not hasattr(args, "overrides"):  # the prediction commands: their own options
+    if not hasattr(args, "overrides") or not hasattr(args, "store"):  # `list`, and the prediction commands' own options
         return
     mine = [o for o in args.overrides if o.lstrip("+~").split("=", 1)[0] == "store"]
     given = {o.split("=", 1)[1] for o in mine} | ({args.store} - {None})
@@ -144,7 +146,7 @@ def one_store(args: argparse.Namespace) -> None:
         return
     args.store = given.pop() if given else DEFAULT_STORE
     args.overrides = [o for o in args.overrides if o not in mine]
-    if args.command in ("table", "plot", "reproduce", "list") and args.overrides:
+    if args.command in ("table", "plot", "reproduce") and args.overrides:
         raise config.ConfigError("overrides", f"`{args.command}` takes no overrides but store=DIR; got "
                                               f"{' '.join(args.overrides)}")
 
