@@ -6,8 +6,8 @@ limit the CUDA allocator's free-and-retry can make the largest micro-batch slowe
 processes, in alternation (A, B, C, A, B, C, …: a slow phase of the machine hits all of them), `search_repeats`
 (default 3) times each, and ranked on the median of those runs. The winner is reported with its spread (lowest and
 highest run), and when the runner-up's best run reaches the winner's worst the two are called within noise.
-Re-measurements are ordinary store records of the cell, so an interrupted search resumes them and estimates use them
-as repeated runs.
+Re-measurements are ordinary store records of the cell, so an interrupted search resumes them and estimates use
+them as repeated runs.
 """
 
 from __future__ import annotations
