@@ -114,6 +114,8 @@ def test_run_streams_steps_and_names_the_log(tmp_path):
     done = bench()
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
+    assert lines[1].startswith("throughput tiny on cpu-1, micro-batch") and "time-out" in lines[1]  # the fitted limit
+    lines = lines[1:]
     assert lines[1].startswith(f"log: {tmp_path}/runs/") and lines[1].endswith("-throughput/log.txt")
     assert lines[2].startswith("  step 1/6 · ") and lines[3].startswith("  step 6/6 · ")
     assert lines[4].startswith("[ok] tiny on cpu-1")

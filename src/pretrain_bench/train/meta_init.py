@@ -11,8 +11,8 @@ that record: construction draws are re-drawn into scratch tensors (the generator
 and each `init_weights` runs transformers' own per-module init in transformers' order, one transformer block (or one
 other top-level piece) at a time, on full-size host tensors that are then copied into this rank's shard (a ZeRO-3
 partition, through a gather) and freed. Host memory holds one block's fp32 weights at a time, never the model.
-One difference remains: a trick that replaces a module after init (the fused CE head replaces the Linear head) leaves
-the host build one draw further on; the weights are the same, and training draws nothing from the CPU generator.
+A trick that replaces a module after init is not reproduced: with the fused CE head (which replaces the Linear head)
+the replayed head weight differs from a host build's, so the strategies build such models on the host.
 """
 
 from __future__ import annotations
