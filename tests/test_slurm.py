@@ -18,7 +18,9 @@ from pretrain_bench.bench import slurm, sweep
 from pretrain_bench.bench.store import Store
 
 pytestmark = [pytest.mark.slurm, pytest.mark.distributed]
-CELL = ["model=tiny", "methods=naive", "steps=5", "warmup_steps=1", "model.global_batch=4", "hydra/launcher=slurm"]
+# search_repeats=0: each cell's search ranks single measurements, so "nothing measured twice" can be checked
+CELL = ["model=tiny", "methods=naive", "steps=5", "warmup_steps=1", "model.global_batch=4", "search_repeats=0",
+        "hydra/launcher=slurm"]
 GRID = [*CELL, "hardware=cpu-1,cpu-2", "strategies=[single,ddp]"]
 
 
@@ -66,7 +68,7 @@ def test_sweep_fills_the_store_skips_active_jobs_and_reruns_a_cancelled_cell_alo
     # Cancel the cpu-2 cell's job; `status --watch` follows the other to its end.
     cpu2 = next(c for c in cells if c.hardware == "cpu-2")
     slurm.cancel([jobs[cpu2.id]])
-    assert cli.main(["status", *GRID, "--watch", "--store", str(tmp_path)]) == 1  # not all done
+    assert cli.main(["status", *GRID, "--watch", "--store", str(tmp_path)]) == 3  # not all done: a finding
     out = capsys.readouterr().out
     assert f"[SLURM job {jobs[cpu2.id]}: cancelled]" in out and "finished]" in out
     # The re-run submits the cancelled cell alone, and waits for it.
@@ -157,7 +159,7 @@ def test_impossible_jobs_are_refused_before_submission_and_sbatch_errors_reach_t
     assert not sweep.job_ids(Store(tmp_path), sweep.expand([*CELL, "hardware=cpu-2"])[0])
     # A GPU layout is scheduled on the fake GRES GPUs; on this CPU machine the cell then fails, with the reason.
     grid = [*CELL, "hardware=1xh100"]
-    assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 1
+    assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 3  # a failed cell leaves the sweep unfinished
     [cell], _ = sweep.expand(grid)
     assert "CUDA GPUs" in sweep.read_status(Store(tmp_path), cell.id)["error"]
     assert sweep.scheduler_states(Store(tmp_path), [cell]) == {cell.id: "finished"}
