@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pretrain_bench import config
@@ -35,3 +37,9 @@ def test_the_interval_comes_from_repeated_fresh_runs():
     assert (est["days_low"], est["days_high"]) == pytest.approx((steps * 32.0 / 86_400, steps * 34.0 / 86_400))
     text = report.table([runs[-1]], history=runs)
     assert "3 runs" in text and "recipe days (runs)" in text
+
+
+def test_the_same_run_read_twice_is_one_run():
+    """A table passes the store's latest records and every record: the same run, as two dicts, counts once."""
+    r = run([32.0] * 5, wall_s=165.0)
+    assert estimate.recipe_estimate(r, [json.loads(json.dumps(r))])["runs"] == 1

@@ -45,8 +45,10 @@ def recipe_estimate(record: dict[str, Any], repeats: list[dict[str, Any]] = ()) 
     world = record["cell"]["world_size"]
     step_s = mean_step_s(record)
     days = recipe_steps * step_s / SECONDS_PER_DAY
-    runs = {id(r): r for r in (record, *repeats) if r["key"] == record["key"] and r["kind"] == record["kind"]
-            and r["status"] == "ok" and r.get("timing")}
+    # One entry per run: the same run read twice from a store (latest() and records() build separate dicts) is one
+    # run, so runs are told apart by what they measured, not by object identity.
+    runs = {(r["created"], r["timing"]["timed_wall_s"], tuple(r["timing"]["step_s"])): r for r in (record, *repeats)
+            if r["key"] == record["key"] and r["kind"] == record["kind"] and r["status"] == "ok" and r.get("timing")}
     run_days = [recipe_steps * mean_step_s(r) / SECONDS_PER_DAY for r in runs.values()]
     gpu_days = days * world
     hourly, purchase = prices(record)
