@@ -117,7 +117,8 @@ def test_a_time_limited_job_is_requeued_and_finishes(tmp_path, capsys):
     store = Store(tmp_path)
     assert cli.main(["sweep", *grid, "--detach", "--store", str(tmp_path)]) == 0
     job = sweep.job_ids(store, [cell])[cell.id]
-    wait_until(lambda: slurm.states([job])[job] == "running", 60, "the job to start")
+    # Once the cell runs, submitit's signal handler is in place (before it, USR2 would simply kill the job).
+    wait_until(lambda: sweep.read_status(store, cell.id)["state"] == "running", 60, "the cell to start")
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)  # past the warning time
     requeued(job, 90)
     first = [(r["key"], r["kind"]) for r in store.records()]
@@ -135,10 +136,12 @@ def test_a_time_limited_job_is_requeued_and_finishes(tmp_path, capsys):
 
 
 def requeued(job: str, timeout: float) -> None:
-    """Wait until the job is back in the queue; SLURM then holds it for about 2 minutes (Reason=BeginTime)."""
+    """Wait until the job is back in the queue and its first run has left the node (a start before that fails with
+    "Job credential revoked"); SLURM then holds it for about 2 minutes (Reason=BeginTime)."""
     def pending_again() -> bool:
         text = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-        return "Restarts=0" not in text and "JobState=PENDING" in text
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
+        return "Restarts=0" not in text and "JobState=PENDING" in text and set(nodes) == {"idle"}
 
     wait_until(pending_again, timeout, "the requeue")
 
