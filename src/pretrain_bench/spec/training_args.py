@@ -11,7 +11,7 @@ from pretrain_bench.spec import gpus, models
 from pretrain_bench.spec.deepspeed_json import deepspeed_config
 
 if TYPE_CHECKING:  # types only: the schema sits above this module
-    from pretrain_bench.config.schema import BenchConfig
+    from pretrain_bench.config.schema import BenchConfig, RecipeConfig
 
 # DeepSpeed config keys that HF's Trainer fills from TrainingArguments when they say "auto" (so they cannot
 # disagree with the exported TrainingArguments, whatever world size the user launches).
@@ -19,9 +19,9 @@ _HF_FILLED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_ac
               "gradient_clipping")
 
 
-def warmup_steps(cfg: BenchConfig) -> int:
-    """Warm-up length as the benchmark's schedule uses it (train/recipe.lr_lambda): at least one step."""
-    recipe = cfg.model.recipe
+def warmup_steps(recipe: RecipeConfig) -> int:
+    """The recipe's warm-up length, at least one step: the benchmark's schedule (train/recipe.lr_lambda) and the
+    exported TrainingArguments both use it, so they cannot disagree."""
     return max(1, round(recipe.warmup_ratio * recipe.steps))
 
 
@@ -55,7 +55,7 @@ def hf_training_arguments(cfg: BenchConfig, gpu_sku: str) -> dict[str, Any]:
         "per_device_train_batch_size": cfg.micro_batch, "gradient_accumulation_steps": cfg.grad_accum,
         "max_steps": recipe.steps, "learning_rate": recipe.lr, "adam_beta1": recipe.beta1,
         "adam_beta2": recipe.beta2, "adam_epsilon": recipe.eps, "weight_decay": recipe.weight_decay,
-        "max_grad_norm": recipe.grad_clip, "warmup_steps": warmup_steps(cfg),
+        "max_grad_norm": recipe.grad_clip, "warmup_steps": warmup_steps(recipe),
         "lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": recipe.min_lr_ratio},
         "bf16": cfg.precision == "bf16", "fp16": cfg.precision == "fp16",
         "tf32": tricks.tf32 and gpus.gpu(gpu_sku).peak("tf32") is not None,

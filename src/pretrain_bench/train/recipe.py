@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pretrain_bench.config import RecipeConfig
+from pretrain_bench.spec.training_args import warmup_steps
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -28,7 +29,7 @@ def make_optimizer(model: nn.Module, recipe: RecipeConfig, fused: bool) -> torch
 
 def lr_lambda(recipe: RecipeConfig):
     """Linear warm-up to the peak, then cosine decay to min_lr_ratio × peak at the recipe's last step."""
-    warmup = max(1, round(recipe.warmup_ratio * recipe.steps))
+    warmup = warmup_steps(recipe)
 
     def factor(step: int) -> float:
         if step < warmup:
