@@ -49,7 +49,7 @@ test: setup
 # single-process numerics), without the fresh-venv install test and in-process compiles: about 2.5 minutes on 2 cores; `make test` runs all.
 test-fast: setup
 	$(VENV)/bin/ruff check src tests
-	$(PY) -m pytest -q -n 2 -m "not distributed and not slow"
+	$(PY) -m pytest -q -n 2 -m "not distributed and not slow" --hypothesis-profile=fast
 
 clean:
 	rm -rf $(VENV) $(DEMO_STORE) bench-results .pytest_cache

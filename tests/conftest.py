@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from pretrain_bench import config
 from pretrain_bench.bench import launch
+
+# Property tests: 100 examples in `make test`; `make test-fast` (--hypothesis-profile=fast) draws 25.
+settings.register_profile("full", max_examples=100, deadline=None)
+settings.register_profile("fast", max_examples=25, deadline=None)
+settings.load_profile("full")
 
 
 @pytest.fixture(autouse=True)

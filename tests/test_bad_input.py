@@ -224,7 +224,7 @@ def check_message(err: str, overrides: list[str]) -> str:
     return key
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # examples: conftest.py profiles
 @given(items=override_lists())
 def test_bad_input_is_one_paragraph_before_any_worker(items, launches, tmp_path, capsys):
     overrides = [o for item in items for o in item.overrides]

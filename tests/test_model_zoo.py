@@ -128,14 +128,19 @@ BACKENDS = ("ddp", "fsdp", "zero2")
 
 @pytest.fixture(scope="module")
 def curves_by_cell(run_batch):
-    """Every tiny family trained single-process (one launch), then under each backend on 2 ranks (one launch per
-    backend, the families in turn): {(family, strategy): (losses, norms)}."""
-    out = {}
-    for strategy, hardware, micro_batch in (("single", "cpu-1", 4), *((b, "cpu-2", 2) for b in BACKENDS)):
-        outcomes = run_batch([[f"model={name}", *COMMON, f"hardware={hardware}", f"strategy={strategy}",
-                               f"micro_batch={micro_batch}"] for name in TINY])
-        out.update({(name, strategy): curves(o) for name, o in zip(TINY, outcomes, strict=True)})
-    return out
+    """Every tiny family trained single-process (one launch), then under each backend on 2 ranks (one launch: the
+    same two ranks train every family under every backend in turn): {(family, strategy): (losses, norms)}."""
+    cells = [(name, "single") for name in TINY]
+    outcomes = run_batch([[f"model={name}", *COMMON, "hardware=cpu-1", "strategy=single", "micro_batch=4"]
+                          for name, _ in cells])
+    two_ranks = [(name, strategy) for strategy in BACKENDS for name in TINY]
+    runs = [[f"model={name}", *COMMON, "hardware=cpu-2", f"strategy={strategy}", "micro_batch=2"]
+            for name, strategy in two_ranks]
+    two_ranks.append(("tiny-convnext", "zero2-bf16"))  # for the half-precision test below
+    runs.append(["model=tiny-convnext", *COMMON, "hardware=cpu-2", "strategy=zero2", "micro_batch=2",
+                 "tricks.precision=bf16"])
+    outcomes += run_batch(runs)
+    return {cell: curves(o) for cell, o in zip(cells + two_ranks, outcomes, strict=True)}
 
 
 @pytest.mark.distributed
@@ -150,9 +155,8 @@ def test_backends_match_single_process(curves_by_cell, name, strategy):
 
 
 @pytest.mark.distributed
-def test_deepspeed_half_precision_feeds_images_in_the_weights_dtype(run_cell):
+def test_deepspeed_half_precision_feeds_images_in_the_weights_dtype(curves_by_cell):
     """DeepSpeed bf16 holds bf16 weights without autocast; HF ConvNeXt does not cast its pixel_values, so the strategy
     must (fp32 images into a bf16 convolution raise a dtype error)."""
-    losses, norms = curves(run_cell("model=tiny-convnext", *COMMON, "hardware=cpu-2", "strategy=zero2", "micro_batch=2",
-                                    "tricks.precision=bf16"))
+    losses, norms = curves_by_cell["tiny-convnext", "zero2-bf16"]
     assert all(math.isfinite(x) for x in losses + norms)

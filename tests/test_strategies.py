@@ -39,13 +39,35 @@ def reference(single):
     return single[4]
 
 
+ACCUM16 = (*COMMON, "model.global_batch=32", "micro_batch=1")  # 2 ranks × 16 micro-batches per step
+BF16_STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
+
+
+TWO_RANK_CELLS = [(s, 2) for s in STRATEGIES] + [("ddp", 1)]
+
+
 @pytest.fixture(scope="module")
-def two_ranks(run_batch):
-    """Every 2-rank backend on the same cell, trained in turn by the same two ranks (one launch), and DDP once more
-    at micro-batch 1 (accumulation 4): {(strategy, micro_batch): outcome}."""
-    cells = [(s, 2) for s in STRATEGIES] + [("ddp", 1)]
-    outcomes = run_batch([[*COMMON, "hardware=cpu-2", f"strategy={s}", f"micro_batch={mb}"] for s, mb in cells])
-    return dict(zip(cells, outcomes, strict=True))
+def cpu2(run_batch):
+    """Every 2-rank cell of this module in one launch, trained in turn by the same two ranks: each backend on the
+    reference cell, DDP once more at micro-batch 1 (accumulation 4), then at 16 micro-batches per step the fp32 DDP
+    reference and every backend in bf16."""
+    runs = [[*COMMON, "hardware=cpu-2", f"strategy={s}", f"micro_batch={mb}"] for s, mb in TWO_RANK_CELLS]
+    runs += [[*ACCUM16, "hardware=cpu-2", "strategy=ddp"]]
+    runs += [[*ACCUM16, "hardware=cpu-2", f"strategy={s}", "tricks.precision=bf16"] for s in BF16_STRATEGIES]
+    return run_batch(runs)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(cpu2):
+    """{(strategy, micro_batch): outcome} of the fp32 cells."""
+    return dict(zip(TWO_RANK_CELLS, cpu2, strict=False))
+
+
+@pytest.fixture(scope="module")
+def accum16(cpu2):
+    """The fp32 DDP curves and {strategy: outcome} in bf16, all at 16 micro-batches per step."""
+    reference, *outcomes = cpu2[len(TWO_RANK_CELLS):]
+    return curves(reference), dict(zip(BF16_STRATEGIES, outcomes, strict=True))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -75,27 +97,12 @@ def test_ddp_with_accumulation_matches(two_ranks, reference):
     assert losses == pytest.approx(reference[0], rel=RTOL)
 
 
-def test_two_nodes_match_one_node(run_cell):
-    """2 "nodes" × 2 processes (torchrun c10d rendezvous on localhost) train exactly like 1 node × 4 processes."""
-    common = (*COMMON, "strategy=ddp", "micro_batch=1")
-    one = curves(run_cell(*common, "hardware=cpu-4"))
-    two = curves(run_cell(*common, "hardware=cpu-2x2", "multinode=local"))
+def test_two_nodes_match_one_node(two_ranks, run_cell):
+    """2 "nodes" × 1 process (torchrun c10d rendezvous on localhost; rank 1 has local rank 0 on its node) train
+    exactly like 1 node × 2 processes."""
+    two = curves(run_cell(*COMMON, "strategy=ddp", "micro_batch=1", "hardware=cpu-1x2", "multinode=local"))
+    one = curves(two_ranks["ddp", 1])
     assert two[0] == pytest.approx(one[0], rel=RTOL) and two[1] == pytest.approx(one[1], rel=RTOL)
-
-
-ACCUM16 = (*COMMON, "model.global_batch=32", "micro_batch=1")  # 2 ranks × 16 micro-batches per step
-
-
-BF16_STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
-
-
-@pytest.fixture(scope="module")
-def accum16(run_batch):
-    """The fp32 DDP reference, then every backend in bf16, all at 16 micro-batches per step (one launch)."""
-    cells = [[*ACCUM16, "hardware=cpu-2", "strategy=ddp"]]
-    cells += [[*ACCUM16, "hardware=cpu-2", f"strategy={s}", "tricks.precision=bf16"] for s in BF16_STRATEGIES]
-    reference, *outcomes = run_batch(cells)
-    return curves(reference), dict(zip(BF16_STRATEGIES, outcomes, strict=True))
 
 
 @pytest.mark.parametrize("strategy", BF16_STRATEGIES)

@@ -127,7 +127,7 @@ def test_the_basic_launcher_runs_cells_in_process(tmp_path, capsys):
 @pytest.mark.distributed
 def test_a_killed_worker_fails_its_cell_and_the_others_finish(tmp_path):
     grid = ["model=tiny", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]", "steps=5",
-            "warmup_steps=1", "model.global_batch=4",
+            "warmup_steps=1", "model.global_batch=4", "search_repeats=0",
             "+env.PRETRAIN_BENCH_FAULT='kill:rank=1:step=1'"]  # rank 1 exists on cpu-2 only
     assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 3  # a failed cell: the sweep is unfinished
     cells, _ = sweep.expand(grid)

@@ -3,6 +3,8 @@ rewritten into one `ConfigError` that names the key and lists what is allowed.""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 from dataclasses import fields
@@ -66,7 +68,18 @@ def _register_schema() -> None:
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
-    """Compose `configs/bench.yaml` with Hydra overrides into a validated BenchConfig (no output folders)."""
+    """Compose `configs/bench.yaml` with Hydra overrides into a validated BenchConfig (no output folders).
+
+    Hydra takes ~0.1 s per composition, and a search or plan composes the same cells many times: Hydra's results
+    are cached per (overrides, config directories) and handed out as copies, so a caller may change its own; the
+    validation, which also asks the environment (installed packages), runs every time."""
+    cfg = copy.deepcopy(_hydra_compose(tuple(overrides), tuple(map(str, user_config_dirs()))))
+    validate(cfg)
+    return cfg
+
+
+@functools.lru_cache(maxsize=4096)
+def _hydra_compose(overrides: tuple[str, ...], user_dirs: tuple[str, ...]) -> BenchConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -74,8 +87,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     _register_schema()
-    if extra := user_config_dirs():  # appended to Hydra's search path after the package's configs
-        overrides = [*overrides, "hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in extra) + "]"]
+    if user_dirs:  # appended to Hydra's search path after the package's configs
+        overrides = (*overrides, "hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in user_dirs) + "]")
     for o in overrides:
         if o.startswith("+") and not o.lstrip("+").startswith("env."):
             key = o.lstrip("+").split("=", 1)[0] or "overrides"
@@ -92,7 +105,6 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
         raise ConfigError(_key_of(e), _hydra_message(e)) from None
     except ValueError as e:  # Hydra's own ValueErrors, e.g. a group given a number instead of a config name
         raise ConfigError("overrides", f"{e}; a config group takes a config name, e.g. model=pythia-160m") from None
-    validate(cfg)
     return cfg
 
 
