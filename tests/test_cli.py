@@ -93,7 +93,8 @@ def test_validate_compares_extrapolation_with_a_long_run(tmp_path):
 
 @pytest.mark.distributed
 def test_legacy_timing_is_recorded_side_by_side_and_never_ranked(tmp_path):
-    done = bench("run", "model=tiny", "hardware=cpu-2", "strategy=ddp", "timing=legacy", "steps=5", f"store={tmp_path}")
+    done = bench("run", "model=tiny", "hardware=cpu-1", "strategy=single", "timing=legacy", "steps=5",
+                 f"store={tmp_path}")
     assert done.returncode == 3  # a legacy record is not a valid result: a finding, not a crash
     [r] = Store(tmp_path).records()
     assert not r["valid"] and "legacy" in r["invalid_reason"]

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.distributed
 CELL = ["model=tiny", "hardware=cpu-2", "strategy=ddp", "steps=5", "warmup_steps=1"]
 
 
-def measure(tmp_path, *overrides):
-    return Runner(Store(tmp_path)).measure(config.compose([*CELL, *overrides]))
+def measure(tmp_path, *overrides, cell=CELL):
+    return Runner(Store(tmp_path)).measure(config.compose([*cell, *overrides]))
 
 
 def test_a_hung_rank_ends_as_timeout_within_the_limit(tmp_path):
@@ -34,7 +34,8 @@ def test_a_hung_rank_ends_as_timeout_within_the_limit(tmp_path):
 
 
 def test_a_nan_loss_ends_as_diverged_at_its_step(tmp_path):
-    r = measure(tmp_path, "+env.PRETRAIN_BENCH_FAULT='nan:step=3'")
+    one_rank = ["model=tiny", "hardware=cpu-1", "strategy=single", "steps=5", "warmup_steps=1"]
+    r = measure(tmp_path, "+env.PRETRAIN_BENCH_FAULT='nan:step=3'", cell=one_rank)
     assert r["status"] == "diverged" and r["failed_step"] == 3 and not r["valid"]
 
 

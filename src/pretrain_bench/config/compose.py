@@ -10,8 +10,6 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from pretrain_bench.config.schema import (
     BenchConfig,
     ConfigError,
@@ -84,6 +82,7 @@ def _hydra_compose(overrides: tuple[str, ...], user_dirs: tuple[str, ...]) -> Be
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     _register_schema()
