@@ -90,13 +90,15 @@ def cell(cfg: BenchConfig) -> dict[str, Any]:
             "gpus_per_node": hw.gpus_per_node, "world_size": cfg.world_size,
             "strategy": strategy_label(cfg.strategy), "tricks": tricks_label(cfg.tricks), "precision": cfg.precision,
             "micro_batch": cfg.micro_batch, "grad_accum": cfg.grad_accum, "global_batch": cfg.model.global_batch,
-            "seq_len": cfg.model.seq_len}
+            "seq_len": cfg.model.seq_len, **({"memory_gib": hw.memory_gib} if hw.memory_gib is not None else {})}
 
 
 def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str, env: dict[str, str] | None = None) -> str:
     """Hash of everything that determines a measurement: config, library versions, the GPU actually used and the
     workers' speed-relevant environment variables."""
     config = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    if cfg.hardware.memory_gib is None:  # no budget: the key a store had before budgets existed, so it is reused
+        del config["hardware"]["memory_gib"]
     blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku, "env": env or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

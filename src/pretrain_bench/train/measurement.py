@@ -5,14 +5,16 @@ environment."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import resource
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from pretrain_bench import config
 from pretrain_bench.spec import gpus
-from pretrain_bench.train.loop import StepLog
+from pretrain_bench.train.loop import Observer, StepLog
 from pretrain_bench.train.strategies.base import Runtime
 
 
@@ -108,3 +110,49 @@ def memory_so_far_gib(rt: Runtime) -> float:
     if rt.device.type == "cuda":
         return torch.cuda.max_memory_allocated(rt.device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: its peak) in bytes; None off Linux."""
+    try:
+        found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
+
+
+def _max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+class MemoryBudget(Observer):
+    """`hardware.memory_gib` on a CPU: once a rank's memory has grown past the budget it raises
+    torch.OutOfMemoryError, which the worker records as `oom`, so the micro-batch search steps down as on a GPU.
+
+    A CPU has no allocator cap that fails an allocation: this rehearses a GPU's memory limit. Memory in use is the
+    process's peak resident set (VmHWM, so a transient peak inside backward counts) over its resident set just
+    before the model is built: the interpreter, torch and the data module are outside the budget, as a GPU's context
+    is. The peak is reset there (/proc/self/clear_refs) so that an earlier cell of the same process does not count;
+    where it cannot be, the process's max RSS stands in. Checked after each micro-batch's backward and after the
+    optimizer step."""
+
+    def __init__(self, budget_gib: float):
+        self.budget_gib = budget_gib
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS
+        except OSError:
+            pass
+        self.baseline = _proc_status_bytes("VmRSS") or _max_rss_bytes()
+
+    def micro_batch_end(self, i: int) -> None:
+        self.check(f"micro-batch {i}'s backward")
+
+    def optimizer_end(self, n_micro: int) -> None:
+        self.check("the optimizer step")
+
+    def check(self, after: str) -> None:
+        grown = (_proc_status_bytes("VmHWM") or _max_rss_bytes()) - self.baseline
+        if grown > self.budget_gib * 2**30:
+            raise torch.OutOfMemoryError(f"CPU memory budget exceeded after {after}: the peak RSS grew by "
+                                         f"{grown / 2**30:.3f} GiB since the model build, above "
+                                         f"hardware.memory_gib={self.budget_gib:g} GiB")
