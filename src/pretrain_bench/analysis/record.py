@@ -155,8 +155,11 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
 def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"losses": m["losses"], "grad_norms": m["grad_norms"], "skipped_steps": m["skipped_steps"],
                            "memory": {"peak_gib": m["peak_mem_bytes"] / 2**30, "kind": m["mem_kind"]}}
-    for key, name in (("peak_reserved_bytes", "reserved_gib"), ("setup_peak_mem_bytes", "setup_peak_gib")):
-        if m.get(key) is not None:  # CUDA only: the allocator's reserved peak; set-up's own peak, kept out of peak_gib
+    for key, name in (("peak_reserved_bytes", "reserved_gib"), ("setup_peak_mem_bytes", "setup_peak_gib"),
+                      ("rss_growth_bytes", "rss_growth_gib")):
+        # CUDA only: the allocator's reserved peak; set-up's own peak, kept out of peak_gib. A CPU with a budget
+        # (hardware.memory_gib): the peak RSS's growth since the model build, what the budget caps
+        if m.get(key) is not None:
             out["memory"][name] = m[key] / 2**30
     if m.get("num_alloc_retries") is not None:  # CUDA only: cudaMalloc retries after freeing the allocator's cache
         out["memory"]["num_alloc_retries"] = m["num_alloc_retries"]

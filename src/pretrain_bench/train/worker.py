@@ -86,7 +86,7 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
     legacy = loop.LegacyTiming()
     observer = loop.Observers(legacy, budget) if budget else legacy
     logs = loop.train(model, strategy, batches, rt, cfg.micro_batch, total, on_step=on_step, observer=observer)
-    result = measurement.build(cfg, rt, logs, warmup, setup_s, setup_peak, legacy_s=legacy.seconds)
+    result = measurement.build(cfg, rt, logs, warmup, setup_s, setup_peak, legacy_s=legacy.seconds, budget=budget)
     result["grad_reduction"] = strategy.grad_reduction()
     if tracker:
         result["target"] = tracker.result()
