@@ -5,8 +5,9 @@
 # measurements, counted in the store) and the winner, then per method the largest micro-batch the model predicted
 # beside the one the probes found.
 #
-#   scripts/demo_memory_bound_search.sh            # minutes to tens of minutes of both cores (compiles per probe)
+#   scripts/demo_memory_bound_search.sh [OVERRIDE ...]   # tens of minutes of both cores (a compile per probe)
 #
+# Overrides go to both searches, e.g. `strategies=[ddp,zero2]` for a smaller space.
 # Environment: MEMORY_GIB (default 0.8: the plain methods fit micro-batch 2 or 4 of the per-device 8, fused
 # linear-CE fits 8), GLOBAL_BATCH (16, i.e. 8 per process), METHODS (all), OUT (a new temporary directory),
 # PYTHON (python3). pythia-14m's recipe is fp16, which DeepSpeed cannot run on CPU, so the demo trains bf16.
@@ -25,7 +26,7 @@ for mode in rules predicted; do
   mkdir -p "$store"
   echo "== search.prune=$mode (store $store)"
   SECONDS=0
-  "$python" -m pretrain_bench.cli search "${common[@]}" "search.prune=$mode" "store=$store" | tee "$out/$mode.log"
+  "$python" -m pretrain_bench.cli search "${common[@]}" "search.prune=$mode" "store=$store" "$@" | tee "$out/$mode.log"
   echo "$SECONDS" > "$store/wall_s"
 done
 

@@ -207,6 +207,8 @@ def test_a_cpu_memory_budget_gives_a_predicted_largest_micro_batch():
         micro_batch=largest + 1)).total
     assert guide.guess(cfg, sizes) == guide.Guess(4, None)  # 8 would need about 1.1 GiB
     assert guide.beyond_margin({"ddp": guide.guess(cfg, sizes)}) == {}  # no step time: nothing pruned
+    on_cpu = w.with_(strategy="zero2")  # offload moves states to the host: a CPU process's own memory
+    assert memory.state_bytes(on_cpu.with_(strategy="zero2-offload")) == memory.state_bytes(on_cpu)
     assert record.cell(cfg)["memory_gib"] == 0.8 and "memory_gib" not in record.cell(config.compose(cell))
     assert record.cell_key(cfg, {}, "cpu") != record.cell_key(config.compose(cell), {}, "cpu")
 

@@ -51,10 +51,11 @@ def state_bytes(w: Workload) -> float:
         unsharded = 2 * p if s == "fsdp-grad-op" else 0  # SHARD_GRAD_OP keeps gathered weights until backward
         return p * (16 + temp) / n + unsharded
     low = 2 if mixed else 4  # DeepSpeed's model-dtype weights and gradients
-    optimizer = 0 if "offload" in s else (12 + temp) / n * p
+    offload = "offload" in s and w.gpu.arch != "cpu"  # on a CPU the offloaded states stay in the process's memory
+    optimizer = 0 if offload else (12 + temp) / n * p
     weights = p * low / n if s.startswith("zero3") else p * low
     grads = p * low if s.startswith("zero1") else p * low / n
-    if "offload-params" in s or s == "zero3-offload":
+    if offload and ("offload-params" in s or s == "zero3-offload"):
         weights = 0
     buckets = 2 * min(BUCKET_ELEMENTS, p) * low
     return weights + grads + optimizer + buckets
