@@ -26,8 +26,11 @@ for mode in rules predicted; do
   mkdir -p "$store"
   echo "== search.prune=$mode (store $store)"
   SECONDS=0
-  "$python" -m pretrain_bench.cli search "${common[@]}" "search.prune=$mode" "store=$store" "$@" | tee "$out/$mode.log"
+  status=0
+  "$python" -m pretrain_bench.cli search "${common[@]}" "search.prune=$mode" "store=$store" "$@" | tee "$out/$mode.log" \
+    || status=$?
   echo "$SECONDS" > "$store/wall_s"
+  case $status in 0 | 3) ;; *) echo "search.prune=$mode failed (exit $status)" >&2; exit "$status" ;; esac
 done
 
 "$python" - "$out" <<'EOF'
