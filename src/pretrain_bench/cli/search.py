@@ -32,7 +32,7 @@ def cmd_search(overrides: list[str], force: bool) -> int:
           "(methods pruned while running take none)")
     for m in methods_to_try:
         g = searcher.guesses.get(m)
-        step = "unknown (no calibration)" if g is None or g.step_s is None else f"{g.step_s:.3g} s"
+        step = f"{g.step_s:.3g} s" if g and g.step_s is not None else "unknown (no calibration)"
         told = f" (predicted: micro-batch {g.micro_batch}, step {step})" if g else ""
         print(f"  try   {m.label}{told}")
     for o in pruned:
