@@ -5,19 +5,21 @@
 # measurements, counted in the store) and the winner, then per method the largest micro-batch the model predicted
 # beside the one the probes found.
 #
-#   scripts/demo_memory_bound_search.sh [OVERRIDE ...]   # tens of minutes of both cores (a compile per probe)
+#   scripts/demo_memory_bound_search.sh [OVERRIDE ...]
 #
-# Overrides go to both searches, e.g. `strategies=[ddp,zero2]` for a smaller space.
-# Environment: MEMORY_GIB (default 0.8: the plain methods fit micro-batch 2 or 4 of the per-device 8, fused
-# linear-CE fits 8), GLOBAL_BATCH (16, i.e. 8 per process), METHODS (all), OUT (a new temporary directory),
-# PYTHON (python3). pythia-14m's recipe is fp16, which DeepSpeed cannot run on CPU, so the demo trains bf16.
+# Expect tens of minutes of both cores per search: each free-lunch probe compiles (~1 min on 2 cores). Overrides go
+# to both searches, e.g. `strategies=[ddp,zero2,fsdp]` for a smaller space.
+# Environment: MEMORY_GIB (default 0.85: the model predicts every plain method to fit micro-batch 4 of the
+# per-process 8, and fused linear-CE to fit 8; measured RSS puts some plain methods at 2), GLOBAL_BATCH (16, i.e.
+# 8 per process), METHODS (all), OUT (a new temporary directory), PYTHON (python3).
+# pythia-14m's recipe is fp16, which DeepSpeed cannot run on CPU, so the demo trains bf16.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3}
 export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
 out=${OUT:-$(mktemp -d -t membound-XXXX)}
 common=(model=pythia-14m model.seq_len=128 model.recipe.precision=bf16 model.global_batch="${GLOBAL_BATCH:-16}"
-        hardware=cpu-2 hardware.memory_gib="${MEMORY_GIB:-0.8}" "methods=${METHODS:-all}" steps=5 warmup_steps=1
+        hardware=cpu-2 hardware.memory_gib="${MEMORY_GIB:-0.85}" "methods=${METHODS:-all}" steps=5 warmup_steps=1
         search_repeats=1)
 
 for mode in rules predicted; do
