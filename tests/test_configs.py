@@ -94,6 +94,8 @@ def test_hardware_catalogue_is_complete():
     (["strategy.zero_stage=4", "strategy.backend=deepspeed", "strategy=zero1", "hardware=cpu-2"],
      "strategy.zero_stage", ["1, 2, 3"]),
     (["model.num_heads=5"], "model.num_heads", ["hidden_size"]),
+    (["hardware=cpu-2", "hardware.memory_gib=0"], "hardware.memory_gib", ["> 0", "got 0"]),
+    (["hardware=1xh100", "hardware.memory_gib=40"], "hardware.memory_gib", ["CPU", "catalogue"]),
 ])
 def test_bad_input_fails_naming_the_key(overrides, key, words):
     with pytest.raises(config.ConfigError) as err:

@@ -190,6 +190,29 @@ def test_search_starts_at_the_predicted_size_and_prunes_the_predicted_slow():
         search.Search(runner, BASE, base, prune="some")
 
 
+def test_a_cpu_memory_budget_gives_a_predicted_largest_micro_batch():
+    """Without a budget a CPU's memory is unlimited and an uncalibrated CPU gets no guess; with hardware.memory_gib
+    the model predicts the largest fitting size (no step time before `calibrate`), with no CUDA context counted."""
+    from pretrain_bench.analysis.perf import guide
+
+    cell = ["model=pythia-14m", "model.seq_len=128", "hardware=cpu-2", "strategy=ddp", "model.global_batch=16"]
+    sizes = [1, 2, 4, 8]
+    assert guide.guess(config.compose(cell), sizes) is None
+    cfg = config.compose([*cell, "hardware.memory_gib=0.8"])
+    w = from_config(cfg)
+    assert w.gpu.memory_gib == 0.8 and memory.capacity(w) == 0.8 * GIB
+    assert memory.peak(w).overhead == 0 and memory.peak(gpt()).overhead == memory.CONTEXT_BYTES
+    largest = memory.largest_micro_batch(w)
+    assert memory.peak(w.with_(micro_batch=largest)).total <= 0.8 * GIB < memory.peak(w.with_(
+        micro_batch=largest + 1)).total
+    assert guide.guess(cfg, sizes) == guide.Guess(4, None)  # 8 would need about 1.1 GiB
+    assert guide.beyond_margin({"ddp": guide.guess(cfg, sizes)}) == {}  # no step time: nothing pruned
+    on_cpu = w.with_(strategy="zero2")  # offload moves states to the host: a CPU process's own memory
+    assert memory.state_bytes(on_cpu.with_(strategy="zero2-offload")) == memory.state_bytes(on_cpu)
+    assert record.cell(cfg)["memory_gib"] == 0.8 and "memory_gib" not in record.cell(config.compose(cell))
+    assert record.cell_key(cfg, {}, "cpu") != record.cell_key(config.compose(cell), {}, "cpu")
+
+
 def test_a_wrong_guess_costs_one_more_probe():
     from test_search import BASE, FakeRunner
 

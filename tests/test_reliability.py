@@ -50,3 +50,23 @@ def test_oom_is_recorded_and_the_micro_batch_search_continues_below_it(tmp_path)
     probes = [r for r in Store(tmp_path).records() if r["kind"] == "probe"]
     assert {(r["cell"]["micro_batch"], r["status"]) for r in probes} >= {(4, "oom"), (2, "ok")}  # oom is recorded
     assert "above the cap 2" in next(r["error"] for r in probes if r["status"] == "oom")
+
+
+def test_a_cpu_memory_budget_ends_a_cell_past_it_as_oom(tmp_path):
+    """hardware.memory_gib on CPU: a cell within the budget runs and reports its RSS growth (more than its weights,
+    gradients and AdamW states); the next cell of the same processes, with a budget below those states, ends as `oom`
+    naming the budget (the first cell's freed memory does not hide the second's)."""
+    from pretrain_bench.analysis import record
+    from pretrain_bench.analysis.perf import memory
+    from pretrain_bench.analysis.perf.workload import from_config
+    from pretrain_bench.bench import launch
+
+    roomy = config.compose([*CELL, "hardware.memory_gib=4"])
+    states_gib = memory.state_bytes(from_config(roomy)) / 2**30
+    tight = config.compose([*CELL, f"hardware.memory_gib={states_gib / 2:.6f}"])
+    fits, exceeds = launch.run_cells([roomy, tight], tmp_path)
+    assert fits.status == "ok", fits.error
+    growth = record.make_record(roomy, "k", "ok", None, fits.measurement, {})["memory"]["rss_growth_gib"]
+    assert states_gib < growth < 4
+    assert exceeds.status == "oom", exceeds.error
+    assert f"hardware.memory_gib={tight.hardware.memory_gib:g} GiB" in exceeds.error

@@ -90,13 +90,15 @@ def cell(cfg: BenchConfig) -> dict[str, Any]:
             "gpus_per_node": hw.gpus_per_node, "world_size": cfg.world_size,
             "strategy": strategy_label(cfg.strategy), "tricks": tricks_label(cfg.tricks), "precision": cfg.precision,
             "micro_batch": cfg.micro_batch, "grad_accum": cfg.grad_accum, "global_batch": cfg.model.global_batch,
-            "seq_len": cfg.model.seq_len}
+            "seq_len": cfg.model.seq_len, **({"memory_gib": hw.memory_gib} if hw.memory_gib is not None else {})}
 
 
 def cell_key(cfg: BenchConfig, versions: dict[str, str], gpu_sku: str, env: dict[str, str] | None = None) -> str:
     """Hash of everything that determines a measurement: config, library versions, the GPU actually used and the
     workers' speed-relevant environment variables."""
     config = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    if cfg.hardware.memory_gib is None:  # no budget: the key a store had before budgets existed, so it is reused
+        del config["hardware"]["memory_gib"]
     blob = json.dumps({"config": config, "versions": versions, "gpu": gpu_sku, "env": env or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -153,8 +155,11 @@ def make_record(cfg: BenchConfig, key: str, status: str, error: str | None,
 def _measured_fields(cfg: BenchConfig, m: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"losses": m["losses"], "grad_norms": m["grad_norms"], "skipped_steps": m["skipped_steps"],
                            "memory": {"peak_gib": m["peak_mem_bytes"] / 2**30, "kind": m["mem_kind"]}}
-    for key, name in (("peak_reserved_bytes", "reserved_gib"), ("setup_peak_mem_bytes", "setup_peak_gib")):
-        if m.get(key) is not None:  # CUDA only: the allocator's reserved peak; set-up's own peak, kept out of peak_gib
+    for key, name in (("peak_reserved_bytes", "reserved_gib"), ("setup_peak_mem_bytes", "setup_peak_gib"),
+                      ("rss_growth_bytes", "rss_growth_gib")):
+        # CUDA only: the allocator's reserved peak; set-up's own peak, kept out of peak_gib. A CPU with a budget
+        # (hardware.memory_gib): the peak RSS's growth since the model build, what the budget caps
+        if m.get(key) is not None:
             out["memory"][name] = m[key] / 2**30
     if m.get("num_alloc_retries") is not None:  # CUDA only: cudaMalloc retries after freeing the allocator's cache
         out["memory"]["num_alloc_retries"] = m["num_alloc_retries"]

@@ -32,7 +32,8 @@ def cmd_search(overrides: list[str], force: bool) -> int:
           "(methods pruned while running take none)")
     for m in methods_to_try:
         g = searcher.guesses.get(m)
-        told = f" (predicted: micro-batch {g.micro_batch}, step {g.step_s:.3g} s)" if g else ""
+        step = f"{g.step_s:.3g} s" if g and g.step_s is not None else "unknown (no calibration)"
+        told = f" (predicted: micro-batch {g.micro_batch}, step {step})" if g else ""
         print(f"  try   {m.label}{told}")
     for o in pruned:
         print(f"  prune {o.method.label}: {o.reason}")
@@ -49,6 +50,7 @@ def cmd_search(overrides: list[str], force: bool) -> int:
         "elapsed_s": result.elapsed_s, "best_key": best.record["key"] if best else None,
         "confirmation": result.confirmation.summary() if result.confirmation else None,
         "outcomes": [{"method": o.method.label, "status": o.status, "micro_batch": o.micro_batch,
+                      "predicted_micro_batch": g.micro_batch if (g := searcher.guesses.get(o.method)) else None,
                       "probes": o.probes, "reason": o.reason, "key": (o.record or {}).get("key")}
                      for o in result.outcomes]}, indent=2))
     print(f"search took {result.elapsed_s / 60:.1f} min; summary: {summary_path}")

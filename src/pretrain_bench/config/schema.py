@@ -122,6 +122,7 @@ class HardwareConfig:
     price_per_hour: float | None = None  # overrides the catalogue's cloud price (USD per GPU-hour)
     purchase_price: float | None = None  # overrides the catalogue's purchase price (USD per GPU)
     peak_tflops: float | None = None  # dense peak of the compute dtype, overriding the catalogue's (gpu=unknown: MFU)
+    memory_gib: float | None = None  # a CPU process's memory budget in GiB (an OOM past it); None: unlimited
 
     @property
     def world_size(self) -> int:

@@ -89,6 +89,12 @@ def validate_hardware(hw: HardwareConfig) -> None:
     one_of("hardware.gpu", hw.gpu, tuple(sorted(gpus.CATALOGUE)))
     positive("hardware.gpus_per_node", hw.gpus_per_node)
     positive("hardware.nodes", hw.nodes)
+    if hw.memory_gib is not None:
+        if not hw.memory_gib > 0:
+            raise ConfigError("hardware.memory_gib", f"must be a memory budget in GiB > 0, got {hw.memory_gib}")
+        if hw.gpu != "cpu":  # a GPU's memory is the catalogue's, enforced by the device itself
+            raise ConfigError("hardware.memory_gib", f"is a budget for CPU processes (hardware.gpu=cpu); "
+                                                     f"{hw.gpu} has its catalogue memory")
 
 
 def validate_strategy(st: StrategyConfig, world: int) -> None:

@@ -45,6 +45,29 @@ class Observer:
     def optimizer_end(self, n_micro: int) -> None: ...
 
 
+class Observers(Observer):
+    """Several observers, each called at every hook in the order given."""
+
+    def __init__(self, *observers: Observer):
+        self.observers = observers
+
+    def micro_batch_begin(self, i: int) -> None:
+        for o in self.observers:
+            o.micro_batch_begin(i)
+
+    def micro_batch_end(self, i: int) -> None:
+        for o in self.observers:
+            o.micro_batch_end(i)
+
+    def optimizer_begin(self) -> None:
+        for o in self.observers:
+            o.optimizer_begin()
+
+    def optimizer_end(self, n_micro: int) -> None:
+        for o in self.observers:
+            o.optimizer_end(n_micro)
+
+
 class LegacyTiming(Observer):
     """The reference harness's step time, read from the same steps for comparison only: host clock without device
     synchronisation around the first micro-batch, times the accumulation count, plus the optimizer call."""

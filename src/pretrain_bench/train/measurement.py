@@ -4,15 +4,19 @@ environment."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
+import re
 import resource
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from pretrain_bench import config
 from pretrain_bench.spec import gpus
-from pretrain_bench.train.loop import StepLog
+from pretrain_bench.train.loop import Observer, StepLog
 from pretrain_bench.train.strategies.base import Runtime
 
 
@@ -39,18 +43,18 @@ def start_training_peak(rt: Runtime) -> int | None:
     return setup
 
 
-def memory_fields(rt: Runtime, setup_peak: int | None) -> dict:
+def memory_fields(rt: Runtime, setup_peak: int | None, budget: MemoryBudget | None = None) -> dict:
     """Peak bytes over all ranks. On GPU: the allocator's high-water marks of allocated bytes (what tensors need) and
     of reserved bytes (what the caching allocator held, fragmentation included: what decides an OOM), set-up's own
-    peak and the allocator's retries; on CPU the process's max RSS."""
+    peak and the allocator's retries; on CPU the process's max RSS, and under a budget its growth since the build."""
     def most(value: float) -> int:
         peak = torch.tensor(float(value), device=rt.device)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         return int(peak.item())
 
     if rt.device.type != "cuda":
-        return {"peak_mem_bytes": most(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
-                "mem_kind": "cpu_max_rss"}
+        out = {"peak_mem_bytes": most(_max_rss_bytes()), "mem_kind": "cpu_max_rss"}
+        return {**out, "rss_growth_bytes": most(budget.growth())} if budget else out
     out = {"peak_mem_bytes": most(torch.cuda.max_memory_allocated(rt.device)), "mem_kind": "cuda_max_allocated",
            "peak_reserved_bytes": most(torch.cuda.max_memory_reserved(rt.device)),
            # cudaMalloc failures the caching allocator survived by freeing its cache and retrying: near the memory
@@ -81,10 +85,10 @@ def compile_counters() -> dict:
 
 
 def build(cfg: config.BenchConfig, rt: Runtime, logs: list[StepLog], warmup: int, setup_s: float,
-          setup_peak: int | None, legacy_s: list[float] | None = None) -> dict:
+          setup_peak: int | None, legacy_s: list[float] | None = None, budget: MemoryBudget | None = None) -> dict:
     """The measurement of a run: per-step times (slowest rank) with the first `warmup` steps set apart (all steps
     kept when a target stopped training within them), the timed wall clock, losses and memory. `legacy_s`: the
-    reference harness's reading of the same steps, where there is one (our loop only)."""
+    reference harness's reading of the same steps, where there is one (our loop only); `budget`: a CPU's."""
     rows = [[log.seconds] + ([legacy_s[i]] if legacy_s else []) for i, log in enumerate(logs)]
     seconds = slowest_rank(rows, rt)
     timed = logs[warmup:] or logs
@@ -93,7 +97,7 @@ def build(cfg: config.BenchConfig, rt: Runtime, logs: list[StepLog], warmup: int
     steps = seconds[:, 0].tolist()
     out = {"step_s": steps[warmup:] or steps, "first_step_s": steps[0], "setup_s": setup_s, "timed_wall_s": wall_s,
            "losses": [log.loss for log in logs], "grad_norms": [log.grad_norm for log in logs],
-           "skipped_steps": sum(log.skipped for log in timed), **memory_fields(rt, setup_peak),
+           "skipped_steps": sum(log.skipped for log in timed), **memory_fields(rt, setup_peak, budget),
            "env": device_env(rt, cfg.model)}
     if cfg.tricks.compile:
         out["compile"] = compile_counters()
@@ -107,4 +111,54 @@ def memory_so_far_gib(rt: Runtime) -> float:
     """This rank's peak so far, for the progress line: the allocator's on GPU, the process's max RSS on CPU."""
     if rt.device.type == "cuda":
         return torch.cuda.max_memory_allocated(rt.device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+    return _max_rss_bytes() / 2**30
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: its peak) in bytes; None off Linux."""
+    try:
+        found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
+
+
+def _max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+class MemoryBudget(Observer):
+    """`hardware.memory_gib` on a CPU: once a rank's memory has grown past the budget it raises
+    torch.OutOfMemoryError, which the worker records as `oom`, so the micro-batch search steps down as on a GPU.
+
+    A CPU has no allocator cap that fails an allocation: this rehearses a GPU's memory limit. Memory in use is the
+    process's peak resident set (VmHWM, so a transient peak inside backward counts) over its resident set just
+    before the model is built: the interpreter, torch and the data module are outside the budget, as a GPU's context
+    is. There the heap's free pages are returned and the peak is reset (/proc/self/clear_refs), so that an earlier
+    cell of the same process neither counts nor hides what this one reuses; where the peak cannot be reset, the
+    process's max RSS stands in. Checked after each micro-batch's backward and after the
+    optimizer step."""
+
+    def __init__(self, budget_gib: float):
+        self.budget_gib = budget_gib
+        with contextlib.suppress(OSError, AttributeError):  # glibc only: the C heap's free pages back to the system,
+            ctypes.CDLL(None).malloc_trim(0)  # else an earlier cell's freed, still resident memory is reused unseen
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS
+        self.baseline = _proc_status_bytes("VmRSS") or _max_rss_bytes()
+
+    def micro_batch_end(self, i: int) -> None:
+        self.check(f"micro-batch {i}'s backward")
+
+    def optimizer_end(self, n_micro: int) -> None:
+        self.check("the optimizer step")
+
+    def growth(self) -> int:
+        return (_proc_status_bytes("VmHWM") or _max_rss_bytes()) - self.baseline
+
+    def check(self, after: str) -> None:
+        grown = self.growth()
+        if grown > self.budget_gib * 2**30:
+            raise torch.OutOfMemoryError(f"CPU memory budget exceeded after {after}: the peak RSS grew by "
+                                         f"{grown / 2**30:.3f} GiB since the model build, above "
+                                         f"hardware.memory_gib={self.budget_gib:g} GiB")

@@ -64,6 +64,8 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
     started = time.perf_counter()
     tricks.apply_process_settings(cfg)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and for every strategy
+    # a CPU budget counts what the model, its wrapping and training add to the process (measurement.MemoryBudget)
+    budget = measurement.MemoryBudget(cfg.hardware.memory_gib) if cfg.hardware.memory_gib is not None else None
     strategy = strategies.create(cfg, rt)
     model = strategy.wrap(strategy.build_model())
     batches = faults.inject(model, batch_source(cfg, rt, corpus_path), rt.rank)
@@ -82,8 +84,9 @@ def measure_cell(cfg: config.BenchConfig, rt: Runtime, mode: str, corpus_path: s
         return bool(tracker and tracker(log))
 
     legacy = loop.LegacyTiming()
-    logs = loop.train(model, strategy, batches, rt, cfg.micro_batch, total, on_step=on_step, observer=legacy)
-    result = measurement.build(cfg, rt, logs, warmup, setup_s, setup_peak, legacy_s=legacy.seconds)
+    observer = loop.Observers(legacy, budget) if budget else legacy
+    logs = loop.train(model, strategy, batches, rt, cfg.micro_batch, total, on_step=on_step, observer=observer)
+    result = measurement.build(cfg, rt, logs, warmup, setup_s, setup_peak, legacy_s=legacy.seconds, budget=budget)
     result["grad_reduction"] = strategy.grad_reduction()
     if tracker:
         result["target"] = tracker.result()

@@ -16,27 +16,34 @@ MARGIN = 0.25  # above the model's p90 error on published rows (13 %): a method 
 @dataclass(frozen=True)
 class Guess:
     micro_batch: int  # the largest candidate size predicted to fit (0: none)
-    step_s: float  # predicted optimizer step at that size (at size 1 when none fits)
+    step_s: float | None  # predicted optimizer step at that size (at size 1 when none fits); None: speed unknown
 
 
 def guess(cfg: BenchConfig, sizes: list[int]) -> Guess | None:
     """The prediction for `cfg`'s method over the candidate micro-batch `sizes`; None where the model cannot tell
-    (a family it does not model, a CPU without calibration). Without a known memory size, every size fits."""
+    (a family it does not model, a CPU with neither a calibration nor a memory budget). Without a known memory
+    size every size fits; without a calibration (a CPU) only the size is predicted."""
     try:
         w = from_config(cfg)
-        eff = efficiency.for_gpu(w.gpu, cfg.store)
-        cap = memory.capacity(w)
-        fitting = max((s for s in sizes if memory.peak(w.with_(micro_batch=s)).total <= cap), default=0)
-        per_device = cfg.model.global_batch // w.world
-        size = fitting or 1
-        return Guess(fitting, predict_step(w.with_(micro_batch=size, grad_accum=per_device // size), eff).step_s)
     except ConfigError:
         return None
+    cap = memory.capacity(w)
+    fitting = max((s for s in sizes if memory.peak(w.with_(micro_batch=s)).total <= cap), default=0)
+    size = fitting or 1
+    per_device = cfg.model.global_batch // w.world
+    try:
+        step_s = predict_step(w.with_(micro_batch=size, grad_accum=per_device // size),
+                              efficiency.for_gpu(w.gpu, cfg.store)).step_s
+    except ConfigError:  # no peak FLOP/s or bandwidth: a CPU before `calibrate`
+        if cap == float("inf"):
+            return None
+        step_s = None
+    return Guess(fitting, step_s)
 
 
 def beyond_margin(guesses: dict, margin: float = MARGIN) -> dict:
     """{method: reason} for the methods predicted to fit but slower than the predicted best by more than `margin`."""
-    fitting = {m: g for m, g in guesses.items() if g is not None and g.micro_batch}
+    fitting = {m: g for m, g in guesses.items() if g is not None and g.micro_batch and g.step_s is not None}
     if not fitting:
         return {}
     best = min(fitting, key=lambda m: fitting[m].step_s)

@@ -19,7 +19,7 @@ from pretrain_bench.analysis.perf.compute import recompute_fraction
 from pretrain_bench.analysis.perf.workload import Workload
 
 GIB = 2**30
-CONTEXT_BYTES = 0.6 * GIB  # CUDA context, kernels and cuBLAS handles of one process (CPU: the interpreter, torch)
+CONTEXT_BYTES = 0.6 * GIB  # CUDA context, kernels and cuBLAS handles of one process
 ALLOCATOR_HEADROOM = 1.3  # activations × this: caching-allocator fragmentation and transients (docs/prediction.md)
 HEAD_BYTES_PER_LOGIT = {"mixed": 14, "fp32": 12}  # logits, fp32 log-softmax, and their gradients at the peak
 FOREACH_TEMP_BYTES = 4  # per local parameter: the foreach (non-fused) AdamW's intermediate list
@@ -51,10 +51,11 @@ def state_bytes(w: Workload) -> float:
         unsharded = 2 * p if s == "fsdp-grad-op" else 0  # SHARD_GRAD_OP keeps gathered weights until backward
         return p * (16 + temp) / n + unsharded
     low = 2 if mixed else 4  # DeepSpeed's model-dtype weights and gradients
-    optimizer = 0 if "offload" in s else (12 + temp) / n * p
+    offload = "offload" in s and w.gpu.arch != "cpu"  # on a CPU the offloaded states stay in the process's memory
+    optimizer = 0 if offload else (12 + temp) / n * p
     weights = p * low / n if s.startswith("zero3") else p * low
     grads = p * low if s.startswith("zero1") else p * low / n
-    if "offload-params" in s or s == "zero3-offload":
+    if offload and ("offload-params" in s or s == "zero3-offload"):
         weights = 0
     buckets = 2 * min(BUCKET_ELEMENTS, p) * low
     return weights + grads + optimizer + buckets
@@ -142,7 +143,9 @@ def logits_bytes(w: Workload) -> float:
 
 
 def peak(w: Workload) -> Memory:
-    return Memory(state_bytes(w), activation_bytes(w), logits_bytes(w), CONTEXT_BYTES)
+    """A CPU has no device context: its budget (hardware.memory_gib) counts the process's growth from just before
+    the model is built, when the interpreter and torch are already resident, so no overhead comes on top."""
+    return Memory(state_bytes(w), activation_bytes(w), logits_bytes(w), 0.0 if w.gpu.arch == "cpu" else CONTEXT_BYTES)
 
 
 def capacity(w: Workload, memory_gib: float | None = None) -> float:

@@ -81,12 +81,14 @@ class Workload:
 
 
 def from_config(cfg: BenchConfig) -> Workload:
-    """The workload a composed config runs (with the hardware config's price overrides, as `estimate` takes them)."""
+    """The workload a composed config runs, with the hardware config's overrides: prices (as `estimate` takes them)
+    and a memory budget (what `memory.capacity` then offers)."""
     tr, hw = cfg.tricks, cfg.hardware
     gpu = gpus.gpu(hw.gpu)
-    prices = {k: getattr(hw, k) for k in ("price_per_hour", "purchase_price") if getattr(hw, k) is not None}
+    overrides = {k: getattr(hw, k) for k in ("price_per_hour", "purchase_price", "memory_gib")
+                 if getattr(hw, k) is not None}
     return Workload(
-        model=cfg.model, gpu=replace(gpu, **prices), gpus_per_node=cfg.hardware.gpus_per_node,
+        model=cfg.model, gpu=replace(gpu, **overrides), gpus_per_node=cfg.hardware.gpus_per_node,
         nodes=cfg.hardware.nodes, strategy=strategy_label(cfg.strategy), precision=cfg.precision, tf32=tr.tf32,
         attention=tr.attention, compile=tr.compile, ac_every=tr.ac_every if tr.activation_checkpointing else 0,
         fused_ce=tr.fused_linear_ce, fused_adamw=tr.fused_adamw, micro_batch=cfg.micro_batch,
