@@ -218,3 +218,16 @@ def test_top_two_within_noise_are_called_so():
     assert result.confirmation.within_noise
     summary = result.confirmation.summary()
     assert summary["within_noise"] and summary["repeats"][0]["n"] == 3
+
+
+def test_methods_this_hardware_rejects_are_pruned_with_the_reason():
+    """pythia's recipe trains in fp16, which DeepSpeed has no CPU mode for: on a CPU its free-lunch methods are
+    reported under R10 with the validation error, and the search goes on with every other method."""
+    overrides = ["model=pythia-14m", "hardware=cpu-2"]
+    base = search.base_config(overrides)
+    kept, _ = search.candidates(base, "all", ["ddp", "zero2"])
+    todo, screened = search.Search(None, overrides, base).screen(kept)
+    rejected = [o for o in screened if o.reason.startswith("R10")]
+    assert rejected and {(o.method.strategy, o.method.tricks) for o in rejected} == {("zero2", "free-lunch")}
+    assert all("no fp16 mode on its CPU accelerator" in o.reason for o in rejected)
+    assert {(m.strategy, m.tricks) for m in todo} == {("ddp", "free-lunch"), ("ddp", "naive"), ("zero2", "naive")}

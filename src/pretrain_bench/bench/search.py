@@ -24,10 +24,12 @@ Pruning rules (each pruned method is reported with its rule):
 - R8 a rung that fits no larger micro-batch than the rung below is not measured: at the same micro-batch and
   accumulation it only adds work (recompute, chunked head), so it cannot be faster by more than noise;
 - R9 (with `search.prune=predicted`) a method the performance model (analysis/perf) predicts to fit but slower than
-  its predicted best by more than a margin is not measured.
+  its predicted best by more than a margin is not measured;
+- R10 a method whose config this hardware rejects (DeepSpeed's fp16 on a CPU, FP8 without its package) is reported
+  with the validation error instead of ending the search.
 With `search.prune=predicted` each method's probes also start at its predicted largest micro-batch (then its
 neighbour: one or two probes when the prediction is right); `rules` is R1-R8 alone, `none` measures every method
-that can run (R1-R3 only).
+that can run (R1-R3 and R10 only).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ RULES = {
     "R7": "on GPUs naive is dominated by free-lunch, which fits with this strategy",
     "R8": "this rung fits no larger micro-batch than the rung below: same batch, more work",
     "R9": "the performance model predicts it slower than the predicted best by more than the margin",
+    "R10": "this hardware cannot run the method (its config fails validation)",
 }
 PRUNE_MODES = ("predicted", "rules", "none")
 # Memory rungs (activation checkpointing, checkpoint every k-th block, fused linear-CE), least memory saved first.
@@ -210,6 +213,18 @@ class Search:
         self.on_outcome = on_outcome or (lambda o: None)
         self.fitted: dict[Method, int] = {}  # largest fitting micro-batch per method
         self.guesses: dict[Method, guide.Guess | None] = {}  # the performance model's, with prune=predicted
+
+    def screen(self, methods: list[Method]) -> tuple[list[Method], list[Outcome]]:
+        """Before anything runs: the methods whose config this hardware rejects (R10, e.g. DeepSpeed fp16 on a CPU),
+        then with prune=predicted the methods R9 prunes. Returns (methods to search, pruned outcomes)."""
+        invalid = {}
+        for m in methods:
+            try:
+                self.config(m, 1)
+            except config.ConfigError as e:
+                invalid[m] = str(e)
+        kept, slow = self.predicted([m for m in methods if m not in invalid])
+        return kept, [Outcome(m, "pruned", reason=f"R10: {RULES['R10']}: {e}") for m, e in invalid.items()] + slow
 
     def predicted(self, methods: list[Method]) -> tuple[list[Method], list[Outcome]]:
         """With prune=predicted: each method's prediction (kept in `guesses`) and the methods R9 prunes."""

@@ -33,8 +33,9 @@ def run_cell(cell: sweep.Cell, store: Store) -> None:
     try:
         base = search.base_config(list(cell.overrides))
         methods, pruned = search.candidates(base, cell.methods, list(cell.strategies))
-        runner = Runner(store, group=cell.id)
-        result = search.Search(runner, list(cell.overrides), base).run(methods, pruned)
+        searcher = search.Search(Runner(store, group=cell.id), list(cell.overrides), base)
+        methods, screened = searcher.screen(methods)
+        result = searcher.run(methods, pruned + screened)
         best = result.best
         failures = [f"{o.method.label}: {o.reason}" for o in result.outcomes if o.status in ("error", "oom")]
         sweep.write_status(store, cell, "done" if best else "failed", elapsed_s=time.monotonic() - started,

@@ -22,8 +22,8 @@ def cmd_search(overrides: list[str], force: bool) -> int:
     allowed = [s.strip() for s in strategies.strip("[]").split(",")] if strategies else None
     methods_to_try, pruned = search.candidates(base, methods, allowed)
     searcher = search.Search(runner, overrides, base, prune=prune)
-    methods_to_try, slow = searcher.predicted(methods_to_try)
-    pruned += slow
+    methods_to_try, screened = searcher.screen(methods_to_try)
+    pruned += screened
     sizes = search.micro_batches(base)
     estimate = search.estimate_seconds(base, len(methods_to_try))
     print(f"search plan for {base.model.name} on {base.hardware.name}: {len(methods_to_try)} methods to try "
