@@ -41,9 +41,9 @@ def test_a_nan_loss_ends_as_diverged_at_its_step(tmp_path):
 
 def test_oom_is_recorded_and_the_micro_batch_search_continues_below_it(tmp_path):
     fault = "+env.PRETRAIN_BENCH_FAULT='oom:micro_batch_above=2'"
-    overrides = ["model=tiny", "hardware=cpu-2", "steps=5", "warmup_steps=1", fault]
+    overrides = ["model=tiny", "hardware=cpu-1", "steps=5", "warmup_steps=1", fault]
     base = search.base_config(overrides)
-    methods, pruned = search.candidates(base, "naive", ["ddp"])
+    methods, pruned = search.candidates(base, "naive", ["single"])
     # repeats=0: this is about the micro-batch search stepping down, not about ranking re-measured winners
     result = search.Search(Runner(Store(tmp_path)), overrides, base, repeats=0).run(methods[:1], pruned)
     assert result.best.micro_batch == 2  # 4 does not fit, 2 does: the largest that fits
