@@ -113,8 +113,8 @@ def test_a_time_limited_job_is_requeued_and_finishes(tmp_path, capsys):
     """The job's time limit is cut once its probe is stored: SLURM's warning signal (at its next time-limit check,
     within 30 s, before the new end) makes submitit requeue the job during the throughput run, and the requeued job
     finishes the cell, reusing the stored probe."""
-    # 800 steps of ~0.05 s: the throughput run outlasts the 30 s until slurmctld's next time-limit check
-    grid = [*(o for o in CELL if not o.startswith("steps=")), "steps=800", "hardware=cpu-1", "strategies=[single]",
+    # 2000 steps of 0.025-0.05 s: the throughput run outlasts the 30 s until slurmctld's next time-limit check
+    grid = [*(o for o in CELL if not o.startswith("steps=")), "steps=2000", "hardware=cpu-1", "strategies=[single]",
             "model.global_batch=16"]
     [cell], _ = sweep.expand(grid)
     store = Store(tmp_path)
