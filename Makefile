@@ -41,9 +41,9 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check src tests
-	# Two workers, whole files each (module fixtures such as the single-process reference run stay shared): most of
-	# the suite's time is starting real torchrun workers, which overlaps well.
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	# Two workers, whole files each (module fixtures such as the single-process reference run stay shared), longest
+	# files first (tests/conftest.py): most of the suite's time is starting real torchrun workers, which overlaps well.
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The inner loop: everything that starts no torchrun worker (configs, errors, records, store, reports, exports,
 # single-process numerics), without the fresh-venv install test and in-process compiles: about 2.5 minutes on 2 cores; `make test` runs all.
