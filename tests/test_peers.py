@@ -126,12 +126,18 @@ def test_hf_side_leaves_the_tf32_getters_inductor_reads_usable(tmp_path, monkeyp
     monkeypatch.setattr(ta, "is_torch_tf32_available", lambda: True)  # as on an H100: TrainingArguments writes TF32
     monkeypatch.setattr(ta, "is_torch_bf16_gpu_available", lambda: True)
     cfg = config.compose(["model=tiny", "hardware=1xh100", "tricks=free-lunch"])
-    before = torch.get_float32_matmul_precision()
+    # transformers writes torch.backends.fp32_precision: put back every level of it, or later tests in this process
+    # find cuDNN's conv and RNN flags out of step and the legacy getters raise
+    backends = (torch.backends, torch.backends.cuda.matmul, torch.backends.cudnn, torch.backends.cudnn.conv,
+                torch.backends.cudnn.rnn)
+    before = [b.fp32_precision for b in backends], torch.get_float32_matmul_precision()
     try:
         hf_trainer.trainer_arguments(cfg, hf_trainer.training_arguments(cfg, tmp_path))
         assert torch.get_float32_matmul_precision() == "high"  # raised after transformers' fp32_precision write
     finally:
-        torch.set_float32_matmul_precision(before)
+        for backend, value in zip(backends, before[0], strict=True):
+            backend.fp32_precision = value
+        torch.set_float32_matmul_precision(before[1])
 
 
 @pytest.mark.parametrize("overrides, key", [
