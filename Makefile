@@ -46,7 +46,8 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The inner loop: everything that starts no torchrun worker (configs, errors, records, store, reports, exports,
-# single-process numerics), without the fresh-venv install test and in-process compiles: about 2.5 minutes on 2 cores; `make test` runs all.
+# single-process numerics), without the fresh-venv install test and in-process compiles: about 70 s of tests on 2 cores;
+# `make test` runs all.
 test-fast: setup
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q -n 2 -m "not distributed and not slow" --hypothesis-profile=fast
