@@ -40,18 +40,25 @@ STRATEGIES = ("ddp", "fsdp", "fsdp-grad-op", "zero1", "zero2", "zero3", "zero2-o
 SPLITS = (4, 1, 2, 8)  # micro-batch sizes of the single-process runs; 4 (accumulation 2) is the reference
 
 
+def launch_once(run_batch, cells: dict) -> dict:
+    """{key: overrides} trained in turn in one launch (one hardware layout): {key: outcome}."""
+    return dict(zip(cells, run_batch(list(cells.values())), strict=True))
+
+
 @pytest.fixture(scope="module")
 def cpu1(run_batch):
-    """Every single-process cell of this module in one launch: the Pythia-shape splits, then each other family."""
-    runs = [[*COMMON, "hardware=cpu-1", "strategy=single", f"micro_batch={mb}"] for mb in SPLITS]
-    runs += [[f"model={name}", *ZOO_COMMON, "hardware=cpu-1", "strategy=single", "micro_batch=4"] for name in ZOO]
-    return run_batch(runs)
+    """Every single-process cell of this module in one launch: {micro_batch: …} of the Pythia shape's splits and
+    {(family, "single"): …} of each other family."""
+    cells = {mb: [*COMMON, "hardware=cpu-1", "strategy=single", f"micro_batch={mb}"] for mb in SPLITS}
+    cells |= {(name, "single"): [f"model={name}", *ZOO_COMMON, "hardware=cpu-1", "strategy=single", "micro_batch=4"]
+              for name in ZOO}
+    return launch_once(run_batch, cells)
 
 
 @pytest.fixture(scope="module")
 def single(cpu1):
     """The single-process runs at every micro-batch split: {micro_batch: (losses, norms)}."""
-    return {mb: curves(o) for mb, o in zip(SPLITS, cpu1, strict=False)}
+    return {mb: curves(cpu1[mb]) for mb in SPLITS}
 
 
 @pytest.fixture(scope="module")
@@ -63,47 +70,40 @@ ACCUM16 = (*COMMON, "model.global_batch=32", "micro_batch=1")  # 2 ranks × 16 m
 BF16_STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 
 
-TWO_RANK_CELLS = [(s, 2) for s in STRATEGIES] + [("ddp", 1)]
-ZOO_CELLS = [(b, name) for b in ZOO_BACKENDS for name in ZOO]
-
-
 @pytest.fixture(scope="module")
 def cpu2(run_batch):
     """Every 2-rank cell of this module in one launch, trained in turn by the same two ranks: each backend on the
-    reference cell, DDP once more at micro-batch 1 (accumulation 4), then at 16 micro-batches per step the fp32 DDP
-    reference and every backend in bf16."""
-    runs = [[*COMMON, "hardware=cpu-2", f"strategy={s}", f"micro_batch={mb}"] for s, mb in TWO_RANK_CELLS]
-    runs += [[*ACCUM16, "hardware=cpu-2", "strategy=ddp"]]
-    runs += [[*ACCUM16, "hardware=cpu-2", f"strategy={s}", "tricks.precision=bf16"] for s in BF16_STRATEGIES]
-    runs += [[f"model={name}", *ZOO_COMMON, "hardware=cpu-2", f"strategy={b}", "micro_batch=2"]
-             for b, name in ZOO_CELLS]
-    runs += [["model=tiny-convnext", *ZOO_COMMON, "hardware=cpu-2", "strategy=zero2", "micro_batch=2",
-              "tricks.precision=bf16"]]
-    return run_batch(runs)
+    reference cell, DDP once more at micro-batch 1 (accumulation 4), the fp32 DDP reference and every backend in bf16
+    at 16 micro-batches per step, each other family under each of ZOO_BACKENDS, and ConvNeXt under ZeRO-2 in bf16."""
+    cells = {(s, 2): [*COMMON, "hardware=cpu-2", f"strategy={s}", "micro_batch=2"] for s in STRATEGIES}
+    cells["ddp", 1] = [*COMMON, "hardware=cpu-2", "strategy=ddp", "micro_batch=1"]
+    cells["accum16", "fp32"] = [*ACCUM16, "hardware=cpu-2", "strategy=ddp"]
+    cells |= {("accum16", s): [*ACCUM16, "hardware=cpu-2", f"strategy={s}", "tricks.precision=bf16"]
+              for s in BF16_STRATEGIES}
+    cells |= {(name, b): [f"model={name}", *ZOO_COMMON, "hardware=cpu-2", f"strategy={b}", "micro_batch=2"]
+              for b in ZOO_BACKENDS for name in ZOO}
+    cells["tiny-convnext", "zero2-bf16"] = ["model=tiny-convnext", *ZOO_COMMON, "hardware=cpu-2", "strategy=zero2",
+                                            "micro_batch=2", "tricks.precision=bf16"]
+    return launch_once(run_batch, cells)
 
 
 @pytest.fixture(scope="module")
 def two_ranks(cpu2):
-    """{(strategy, micro_batch): outcome} of the fp32 cells."""
-    return dict(zip(TWO_RANK_CELLS, cpu2, strict=False))
+    """{(strategy, micro_batch): outcome} of the fp32 cells of the Pythia shape."""
+    return {key: cpu2[key] for key in [*((s, 2) for s in STRATEGIES), ("ddp", 1)]}
 
 
 @pytest.fixture(scope="module")
 def accum16(cpu2):
     """The fp32 DDP curves and {strategy: outcome} in bf16, all at 16 micro-batches per step."""
-    reference, *outcomes = cpu2[len(TWO_RANK_CELLS):len(TWO_RANK_CELLS) + 1 + len(BF16_STRATEGIES)]
-    return curves(reference), dict(zip(BF16_STRATEGIES, outcomes, strict=True))
+    return curves(cpu2["accum16", "fp32"]), {s: cpu2["accum16", s] for s in BF16_STRATEGIES}
 
 
 @pytest.fixture(scope="module")
 def zoo(cpu1, cpu2):
-    """{(family, strategy): (losses, norms)} of every other family: single-process, each backend on 2 ranks, and
-    ConvNeXt under ZeRO-2 in bf16 ("zero2-bf16")."""
-    out = {(name, "single"): curves(o) for name, o in zip(ZOO, cpu1[len(SPLITS):], strict=True)}
-    two_ranks = cpu2[len(TWO_RANK_CELLS) + 1 + len(BF16_STRATEGIES):]
-    out.update({(name, b): curves(o) for (b, name), o in zip(ZOO_CELLS, two_ranks, strict=False)})
-    out["tiny-convnext", "zero2-bf16"] = curves(two_ranks[-1])
-    return out
+    """{(family, strategy): (losses, norms)} of every other family: "single", each of ZOO_BACKENDS, and ConvNeXt
+    under ZeRO-2 in bf16 ("zero2-bf16")."""
+    return {key: curves(o) for key, o in [*cpu1.items(), *cpu2.items()] if isinstance(key, tuple) and key[0] in ZOO}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
