@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import settings
 
@@ -12,6 +14,19 @@ from pretrain_bench.bench import launch
 settings.register_profile("full", max_examples=100, deadline=None)
 settings.register_profile("fast", max_examples=25, deadline=None)
 settings.load_profile("full")
+
+
+def _own_cores() -> None:
+    """Under xdist (`make test`: -n 2), each worker keeps a core of its own, and the ranks its tests start inherit it
+    (launch.worker_env gives them threads for that share). Sharing every core, two workers' OpenMP threads spin-wait
+    on each other: a 1-process cell next to one busy core ran 7x slower here (145 s instead of 20 s)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker and 1 < count <= len(cores):
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % count::count])
+
+
+_own_cores()
 
 
 # The longest files first (durations measured on 2 cores), so that `make test` (--dist loadfile
