@@ -18,9 +18,11 @@ from pretrain_bench.bench import slurm, sweep
 from pretrain_bench.bench.store import Store
 
 pytestmark = [pytest.mark.slurm, pytest.mark.distributed]
-# search_repeats=0: each cell's search ranks single measurements, so "nothing measured twice" can be checked
+# search_repeats=0: each cell's search ranks single measurements, so "nothing measured twice" can be checked.
+# One thread per rank: the jobs' ranks run on every core of the node (task/none), beside the other test worker's core
+# (conftest.py), and several OpenMP threads per rank would spin-wait on each other there.
 CELL = ["model=tiny", "methods=naive", "steps=5", "warmup_steps=1", "model.global_batch=4", "search_repeats=0",
-        "hydra/launcher=slurm"]
+        "+env.OMP_NUM_THREADS=1", "hydra/launcher=slurm"]
 GRID = [*CELL, "hardware=cpu-1,cpu-2", "strategies=[single,ddp]"]
 
 
