@@ -32,9 +32,9 @@ _own_cores()
 # The longest files first (durations measured on 2 cores), so that `make test` (--dist loadfile
 # --no-loadscope-reorder: whole files, handed to the two workers in this order) does not end on one of them alone;
 # the SLURM tests mostly wait on their jobs, so they start at once, beside CPU-bound work.
-LONGEST_FIRST = ("test_slurm.py", "test_strategies.py", "test_sweep.py", "test_search.py",
-                 "test_target.py", "test_cli.py", "test_compile.py", "test_reliability.py", "test_peers.py",
-                 "test_meta_init.py", "test_numerics.py", "test_bad_input.py", "test_install.py", "test_progress.py")
+LONGEST_FIRST = ("test_slurm.py", "test_sweep.py", "test_strategies.py", "test_search.py", "test_cli.py",
+                 "test_reliability.py", "test_meta_init.py", "test_compile.py", "test_target.py", "test_bad_input.py",
+                 "test_fast_methods.py", "test_peers.py", "test_numerics.py", "test_install.py", "test_progress.py")
 
 
 def pytest_collection_modifyitems(items):
