@@ -25,7 +25,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@if [ "$$(cat $(VENV)/.python 2>/dev/null)" != "$(PYTHON)" ]; then \
 	  echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv --clear $(VENV) && echo "$(PYTHON)" > $(VENV)/.python; fi
-	$(PY) -m pip install -q --upgrade pip
+	# Editable installs from pyproject.toml need pip >= 21.3 (PEP 660); a newer pip is left as it is.
+	$(PY) -m pip install -q "pip>=21.3"
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-*
