@@ -52,8 +52,9 @@ def _compile_note(r: dict) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def row(r: dict, best: bool, history: list[dict] = ()) -> dict[str, str]:
-    """One table row; `history` holds other fresh runs of the same cell, which give the days' range."""
+def row(r: dict, best: bool, history: list[dict] = (), store_dir: str | None = None) -> dict[str, str]:
+    """One table row; `history` holds other fresh runs of the same cell, which give the days' range; `store_dir` is
+    the store read, whose calibration the prediction uses (default: the store the record was measured into)."""
     c = r["cell"]
     out = dict.fromkeys(COLUMNS, "")
     out.update({"best": "★" if best else "", "model": c["model"], "hardware": c["hardware"],
@@ -68,7 +69,7 @@ def row(r: dict, best: bool, history: list[dict] = ()) -> dict[str, str]:
     out["MFU"] = "n/a (CPU)" if mfu is None else f"{mfu:.1%}"
     out["step s (median ± IQR/2)"] = f"{stats['median']:.3f} ± {stats['iqr'] / 2:.3f}"
     # now, with the store's calibration (a record's own `prediction` is the one of its time)
-    if pred := perf_records.beside(r, r["config"].get("store")) or r.get("prediction"):
+    if pred := perf_records.beside(r, store_dir or r["config"].get("store")) or r.get("prediction"):
         flag = " ⚠ >30% off the calibrated prediction" if pred["flagged"] else ""
         out["measured / predicted"] = f"{pred['ratio']:.2f}{'' if pred['calibrated'] else ' (uncal.)'}{flag}"
     if r["timing"]["compile_s"] is not None:
@@ -108,19 +109,21 @@ def _ordered(records: list[dict]) -> list[dict]:
     return sorted(records, key=lambda r: (r["cell"]["model"], r["cell"]["hardware"], -_speed(r)))
 
 
-def rows(records: list[dict], history: list[dict] = ()) -> list[dict[str, str]]:
+def rows(records: list[dict], history: list[dict] = (), store_dir: str | None = None) -> list[dict[str, str]]:
     history = history or records
     out = []
     for _, group in groupby(_ordered(records), key=lambda r: (r["cell"]["model"], r["cell"]["hardware"])):
-        out += [row(r, best=(i == 0 and _speed(r) > 0), history=history) for i, r in enumerate(group)]
+        out += [row(r, best=(i == 0 and _speed(r) > 0), history=history, store_dir=store_dir)
+                for i, r in enumerate(group)]
     return out
 
 
-def table(records: list[dict], fmt: str = "md", history: list[dict] = ()) -> str:
-    """`records`: one per cell (the store's latest); `history`: every record, for the repeated runs of a cell."""
+def table(records: list[dict], fmt: str = "md", history: list[dict] = (), store_dir: str | None = None) -> str:
+    """`records`: one per cell (the store's latest); `history`: every record, for the repeated runs of a cell;
+    `store_dir`: the store they come from (its calibration; a copied or moved store keeps working)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    body = rows(records, history)
+    body = rows(records, history, store_dir)
     if fmt == "json":
         keys = [r["key"] for r in _ordered(records)]
         return json.dumps([{"key": k, **row} for k, row in zip(keys, body, strict=True)], indent=2,

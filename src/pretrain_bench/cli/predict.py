@@ -1,6 +1,6 @@
 """`pretrain-bench predict · plan · calibrate · predict-check`: the performance model on the command line.
 
-No worker process starts and no GPU is needed: everything here reads configs, the GPU catalogue, the fitted
+No training worker starts and no GPU is needed: everything here reads configs, the GPU catalogue, the fitted
 constants (configs/perf/) and, for calibration, the store's records.
 """
 
@@ -124,38 +124,19 @@ def plan_figure(model: str, rows: list, out: Path) -> Path:
     return path
 
 
-def measure_cpu_peak() -> tuple[float, float]:
-    """(FLOP/s of one process's fp32 matmuls, bytes/s of large copies) on this CPU: a few seconds of torch."""
-    import time
-
-    import torch
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    src, dst = torch.empty(2**25), torch.empty(2**25)
-
-    def best(fn, repeats: int = 5) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    flops = 2 * 1024**3 / best(lambda: a @ b)
-    bandwidth = 2 * src.numel() * 4 / best(lambda: dst.copy_(src))
-    return flops, bandwidth
-
-
 def cmd_calibrate(store_dir: str, gpu_key: str) -> int:
+    from pretrain_bench.bench import cpu_bench
     from pretrain_bench.bench.store import Store
 
     if gpu_key not in gpus.CATALOGUE:
         raise ConfigError("--gpu", f"unknown GPU {gpu_key!r}; allowed: {', '.join(sorted(gpus.CATALOGUE))}")
-    peak = measure_cpu_peak() if gpus.gpu(gpu_key).arch == "cpu" else None
-    if peak:
-        print(f"cpu micro-benchmark: {peak[0] / 1e9:.1f} GFLOP/s fp32 matmul, {peak[1] / 1e9:.1f} GB/s copy")
-    eff, before, after, n = records.calibrate(list(Store(store_dir).latest().values()), gpu_key, store_dir, peak)
+    measured = cpu_bench.describe_cpu() if gpus.gpu(gpu_key).arch == "cpu" else None
+    if measured:
+        print(f"cpu micro-benchmarks: {measured['peak_flops'] / 1e9:.1f} GFLOP/s fp32 matmul, "
+              f"{measured['memory_bandwidth'] / 1e9:.1f} GB/s memory-bound kernels, gloo between 2 processes "
+              f"{measured['allreduce_bandwidth'] / 1e9:.2f} GB/s all-reduce, "
+              f"{measured['gather_bandwidth'] / 1e9:.2f} GB/s all-gather / reduce-scatter (bus)")
+    eff, before, after, n = records.calibrate(list(Store(store_dir).latest().values()), gpu_key, store_dir, measured)
     print(f"calibrated {gpu_key} on {n} records: mean |log error| {before:.3f} -> {after:.3f}; interval "
           f"{eff.error_low:.2f}–{eff.error_high:.2f} × prediction")
     print(f"written to {records.efficiency.calibration_path(store_dir, gpu_key)}; predictions with "

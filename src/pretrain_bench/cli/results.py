@@ -17,7 +17,7 @@ def cmd_table(store: str, fmt: str, filters: dict[str, str | None]) -> int:
         wanted = ", ".join(f"{k}={v}" for k, v in filters.items() if v)
         print(f"no records in {store}" + (f" with {wanted}" if wanted else ""), file=sys.stderr)
         return BAD_INPUT
-    print(report.table(records, fmt, history=Store(store).records()), end="")
+    print(report.table(records, fmt, history=Store(store).records(), store_dir=store), end="")
     return OK
 
 

@@ -33,11 +33,14 @@ class Comms:
     collectives_per_micro_batch: int
 
 
-def bus_bandwidth(w: Workload, eff: Efficiency) -> float:
+def bus_bandwidth(w: Workload, eff: Efficiency, all_reduce: bool = False) -> float:
     """Achieved ring bandwidth per GPU in bytes/s."""
     gpu = w.gpu
-    if gpu.arch == "cpu":  # gloo over shared memory: a share of the memory bandwidth
-        return eff.bandwidth(gpu) * eff.network
+    if gpu.arch == "cpu":
+        # gloo between processes of one host, as `calibrate` measured it: its all-gather and reduce-scatter run ~4x
+        # slower per byte than its all-reduce. Unmeasured: a share of the memory bandwidth.
+        measured = eff.allreduce_bandwidth if all_reduce else eff.gather_bandwidth
+        return (measured or eff.bandwidth(gpu)) * eff.network
     link = gpu.nvlink_bandwidth or gpu.pcie_bandwidth
     if w.nodes > 1:
         link = min(link, gpu.network_bandwidth * w.gpus_per_node)
@@ -48,7 +51,7 @@ def ring_seconds(buffer_bytes: float, w: Workload, eff: Efficiency, all_reduce: 
     if w.world == 1:
         return 0.0
     moved = buffer_bytes * (w.world - 1) / w.world * (2 if all_reduce else 1)
-    return moved / bus_bandwidth(w, eff)
+    return moved / bus_bandwidth(w, eff, all_reduce)
 
 
 def param_bytes(w: Workload) -> int:
@@ -72,7 +75,8 @@ def per_step(w: Workload, eff: Efficiency) -> Comms:
     if s == "ddp":
         buckets = max(1, int(p * 4 / BUCKET_BYTES))
         last_bucket = ring_seconds(min(p * 4, BUCKET_BYTES), w, eff, all_reduce=True)
-        return Comms(0.0, 2 * reduce + buckets * LATENCY_S, last_bucket, 0)
+        all_reduce = ring_seconds(p * grad_bytes(w), w, eff, all_reduce=True)
+        return Comms(0.0, all_reduce + buckets * LATENCY_S, last_bucket, 0)
     offload = offload_seconds(w) if "offload" in s else 0.0
     if s in ("fsdp", "zero3") or s.startswith("zero3-"):
         return Comms(2 * gather + reduce + 3 * layers * LATENCY_S, 0.0, offload, 3 * layers)
@@ -90,8 +94,11 @@ def offload_seconds(w: Workload) -> float:
     return shard * (grad_bytes(w) + param_bytes(w)) / link + shard / HOST_ADAM_PARAMS_PER_S
 
 
-def exposed(c: Comms, compute_mb_s: float, layers: int, grad_accum: int) -> float:
-    """Communication seconds per step that compute does not hide."""
+def exposed(c: Comms, compute_mb_s: float, layers: int, grad_accum: int, overlap: bool = True) -> float:
+    """Communication seconds per step that compute does not hide. Without `overlap` (a CPU, whose cores run both
+    the collectives and the compute) nothing hides."""
+    if not overlap:
+        return grad_accum * c.per_micro_batch_s + c.backward_s + c.exposed_step_s
     per_mb = max(0.0, c.per_micro_batch_s - compute_mb_s) + c.per_micro_batch_s * 2 / (3 * max(layers, 1))
     backward = max(0.0, c.backward_s - compute_mb_s * 2 / 3)
     return grad_accum * per_mb + backward + c.exposed_step_s

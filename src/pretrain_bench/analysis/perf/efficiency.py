@@ -27,7 +27,9 @@ class Efficiency:
     network: float = 0.8  # fraction of the link bandwidth collectives reach
     launch_us: float = 5.0  # floor per kernel (launch latency): small models cannot go faster
     peak_flops: float | None = None  # measured peak (a CPU has no datasheet peak); None: the catalogue's
-    memory_bandwidth: float | None = None  # measured bytes/s; None: the catalogue's
+    memory_bandwidth: float | None = None  # measured bytes/s of the memory-bound kernels; None: the catalogue's
+    allreduce_bandwidth: float | None = None  # measured bus bytes/s of an all-reduce (gloo on a CPU); None: the link's
+    gather_bandwidth: float | None = None  # … of an all-gather or reduce-scatter
     error_low: float = 0.9  # measured / predicted at the 10th percentile of the fit: the interval
     error_high: float = 1.1  # … and at the 90th
     fitted: str = ""  # how the numbers were obtained

@@ -23,13 +23,15 @@ def log_loss(ratios: Sequence[float]) -> float:
 
 
 def coordinate_search(ratios: Callable[[Efficiency], Sequence[float]], start: Efficiency,
-                      names: Sequence[str], rounds: int = 80) -> Efficiency:
-    """Move one constant at a time by a multiplicative step while the loss falls; halve the step when none helps."""
+                      names: Sequence[str], rounds: int = 80, bounds: dict | None = None) -> Efficiency:
+    """Move one constant at a time by a multiplicative step while the loss falls; halve the step when none helps.
+    `bounds` replaces some of BOUNDS."""
+    bounds = {**BOUNDS, **(bounds or {})}
     best, best_loss, step = start, log_loss(ratios(start)), 0.5
     for _ in range(rounds):
         improved = False
         for name in names:
-            low, high = BOUNDS[name]
+            low, high = bounds[name]
             for direction in (1, -1):
                 value = min(high, max(low, getattr(best, name) * math.exp(direction * step)))
                 candidate = replace(best, **{name: value})

@@ -51,19 +51,19 @@ def beside(record: dict[str, Any], store_dir: str | Path | None = None) -> dict[
 
 
 def calibrate(records: list[dict[str, Any]], gpu_key: str, store_dir: str | Path,
-              measured_peak: tuple[float, float] | None = None) -> tuple[efficiency.Efficiency, float, float, int]:
+              measured: dict[str, float] | None = None) -> tuple[efficiency.Efficiency, float, float, int]:
     """Fit the GPU's constants on its records and write them to the store's calibration directory.
 
-    `measured_peak` (FLOP/s, bytes/s) replaces the catalogue's for devices without a datasheet (the CPU).
-    Returns (constants, loss before, loss after, records used)."""
+    `measured` (Efficiency fields: peak FLOP/s, memory-bound and collective bandwidths) replaces the catalogue's for
+    devices without a datasheet (the CPU). Returns (constants, loss before, loss after, records used)."""
     mine = [r for r in timed(records) if gpu_of(r) == gpu_key]
     if not mine:
         raise config.ConfigError("hardware.gpu", f"the store has no ok throughput records of {gpu_key!r}; "
                                                  f"measure some first (pretrain-bench run / search)")
     gpu = gpus.gpu(gpu_key)
     start = efficiency.for_gpu(gpu)
-    if measured_peak:
-        start = replace(start, peak_flops=measured_peak[0], memory_bandwidth=measured_peak[1])
+    if measured:
+        start = replace(start, **measured)
     pairs = [(workload_of(r), r["timing"]["stats"]["median"]) for r in mine]
 
     def ratios(eff: efficiency.Efficiency) -> list[float]:
@@ -71,7 +71,9 @@ def calibrate(records: list[dict[str, Any]], gpu_key: str, store_dir: str | Path
 
     names = CALIBRATED[:max(1, min(len(CALIBRATED), len(pairs) // MIN_RECORDS_PER_CONSTANT))]
     before = fit.log_loss(ratios(start))
-    best = fit.coordinate_search(ratios, start, names)
+    # A measured peak is one benchmark matmul's rate, not a datasheet's ceiling: the model's matmuls may beat it (a
+    # CPU's narrow blocks stay in cache), so the fraction may exceed 1 there.
+    best = fit.coordinate_search(ratios, start, names, bounds={"matmul": (0.2, 2.0)} if measured else None)
     low, high = fit.error_band(ratios(best))
     how = (f"calibrated by `pretrain-bench calibrate` on {len(pairs)} measured records of {gpu_key} "
            f"(fitted: {', '.join(names)}; mean |log error| {before:.3f} -> {fit.log_loss(ratios(best)):.3f})")

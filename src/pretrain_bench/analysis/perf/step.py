@@ -65,6 +65,6 @@ def optimizer_seconds(w: Workload, eff: Efficiency) -> float:
 def predict_step(w: Workload, eff: Efficiency) -> StepTime:
     mb = compute.micro_batch(w, eff)
     c = comms.per_step(w, eff)
-    exposed = comms.exposed(c, mb.total_s, w.model.num_layers, w.grad_accum)
+    exposed = comms.exposed(c, mb.total_s, w.model.num_layers, w.grad_accum, overlap=w.gpu.arch != "cpu")
     opt = optimizer_seconds(w, eff)
     return StepTime(w, w.grad_accum * mb.total_s + exposed + opt, mb, exposed, opt, eff)
