@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,25 @@ def test_ddp_all_reduce_moves_twice_the_gradients_over_nvlink():
     assert comms.ring_seconds(grads, w, eff, all_reduce=True) == pytest.approx(2 * grads * 3 / 4 / (300e9 * 0.5))
     across = gpt(strategy="ddp", gpus_per_node=8, nodes=2)  # 8 × 25 GB/s of NICs per node is below NVLink's 300
     assert comms.bus_bandwidth(across, eff) == pytest.approx(8 * 25e9 * 0.5)
+
+
+def test_on_a_cpu_gloo_collectives_run_at_their_measured_rates_and_hide_behind_nothing():
+    """A CPU's ranks run the collectives on the cores that compute, so nothing overlaps; gloo's all-reduce and its
+    all-gather / reduce-scatter run at the bus bandwidths `calibrate` measured."""
+    eff = efficiency.Efficiency(network=1.0, peak_flops=1e11, memory_bandwidth=5e9, allreduce_bandwidth=1e9,
+                                gather_bandwidth=0.25e9)
+    m = config.ModelConfig(name="t", family="gpt_neox", hidden_size=128, num_layers=2, num_heads=4, vocab_size=1000,
+                           seq_len=64)
+    cpu = gpus.gpu("cpu")
+    ddp = Workload(model=m, gpu=cpu, gpus_per_node=2, strategy="ddp", precision="fp32", grad_accum=2)
+    assert comms.per_step(ddp, eff).backward_s == pytest.approx(ddp.params * 4 / 1e9 + comms.LATENCY_S)
+    fsdp = ddp.with_(strategy="fsdp")
+    c = comms.per_step(fsdp, eff)  # gather for forward and backward, reduce-scatter: 3 × half the states each
+    assert c.per_micro_batch_s == pytest.approx(3 * fsdp.params * 4 / 2 / 0.25e9 + 6 * comms.LATENCY_S)
+    step = records.predict_step(fsdp, eff)
+    assert step.comm_exposed_s == pytest.approx(2 * c.per_micro_batch_s)  # every micro-batch's, in full
+    gpu = records.predict_step(fsdp.with_(gpu=gpus.gpu("a100-80gb")), efficiency.Efficiency())
+    assert gpu.comm_exposed_s < 2 * comms.per_step(gpu.workload, efficiency.Efficiency()).per_micro_batch_s
 
 
 def test_model_states_follow_the_zero_paper():
@@ -157,8 +177,29 @@ def test_calibration_fits_the_gpu_and_flags_a_record_far_off(tmp_path):
     assert cli.main(["calibrate", "--store", str(tmp_path), "--gpu", "h100"]) == 0
     after = records.beside(store.records()[0], tmp_path)
     assert after["calibrated"] and after["ratio"] == pytest.approx(1.0, abs=0.05) and not after["flagged"]
+    from pretrain_bench.analysis import report
+
+    moved = shutil.copytree(tmp_path, tmp_path.parent / f"{tmp_path.name}-moved")  # a store read from elsewhere
+    assert "uncal." not in report.table(Store(moved).records(), store_dir=str(moved))
+    assert "uncal." in report.table(Store(moved).records(), store_dir=str(moved / "nothing-here"))
     store.append(measured(config.compose(["model=pythia-410m", "hardware=1xh100", "tricks=free-lunch"]), 100.0))
     assert records.beside(store.records()[-1], tmp_path)["flagged"]
+
+
+@pytest.mark.distributed
+def test_calibrating_a_cpu_measures_it_first(tmp_path, capsys):
+    """`calibrate --gpu cpu` measures what a CPU has no datasheet for (matmul FLOP/s, the memory-bound kernels' rate,
+    gloo's collectives between 2 processes) and fits the rest on the store's CPU records."""
+    store = Store(tmp_path)
+    for mb, step_s in ((2, 1.0), (4, 1.6)):
+        store.append(measured(config.compose(["model=tiny", "hardware=cpu-2", "strategy=ddp", f"micro_batch={mb}"]),
+                              step_s))
+    assert cli.main(["calibrate", "--store", str(tmp_path), "--gpu", "cpu"]) == 0
+    assert "cpu micro-benchmarks:" in capsys.readouterr().out
+    eff = efficiency.for_gpu(gpus.gpu("cpu"), tmp_path)
+    assert eff.peak_flops > 1e9 and eff.memory_bandwidth > 1e8
+    assert eff.allreduce_bandwidth > 1e7 and eff.gather_bandwidth > 1e7
+    assert all(records.beside(r, tmp_path)["calibrated"] for r in store.records())
 
 
 def test_the_model_runs_without_torch():

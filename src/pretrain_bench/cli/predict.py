@@ -1,7 +1,8 @@
 """`pretrain-bench predict · plan · calibrate · predict-check`: the performance model on the command line.
 
 No training worker starts and no GPU is needed: everything here reads configs, the GPU catalogue, the fitted
-constants (configs/perf/) and, for calibration, the store's records.
+constants (configs/perf/) and, for calibration, the store's records (a CPU is first measured by its micro-benchmarks,
+in 2 processes).
 """
 
 from __future__ import annotations
@@ -125,12 +126,12 @@ def plan_figure(model: str, rows: list, out: Path) -> Path:
 
 
 def cmd_calibrate(store_dir: str, gpu_key: str) -> int:
-    from pretrain_bench.bench import cpu_bench
+    from pretrain_bench.bench import cpu_description
     from pretrain_bench.bench.store import Store
 
     if gpu_key not in gpus.CATALOGUE:
         raise ConfigError("--gpu", f"unknown GPU {gpu_key!r}; allowed: {', '.join(sorted(gpus.CATALOGUE))}")
-    measured = cpu_bench.describe_cpu() if gpus.gpu(gpu_key).arch == "cpu" else None
+    measured = cpu_description.describe_cpu() if gpus.gpu(gpu_key).arch == "cpu" else None
     if measured:
         print(f"cpu micro-benchmarks: {measured['peak_flops'] / 1e9:.1f} GFLOP/s fp32 matmul, "
               f"{measured['memory_bandwidth'] / 1e9:.1f} GB/s memory-bound kernels, gloo between 2 processes "
