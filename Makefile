@@ -42,12 +42,13 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check src tests
-	# Two workers, whole files each (module fixtures such as the single-process reference run stay shared), longest
-	# files first (tests/conftest.py): most of the suite's time is starting real torchrun workers, which overlaps well.
+	# Two workers, each on a core of its own (OpenMP threads of workers sharing cores spin-wait on each other), whole
+	# files each (module fixtures such as the single-process reference run stay shared), longest files first
+	# (tests/conftest.py): most of the suite's time is starting real torchrun workers, which overlaps well.
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The inner loop: everything that starts no torchrun worker (configs, errors, records, store, reports, exports,
-# single-process numerics), without the fresh-venv install test and in-process compiles: about 70 s of tests on 2 cores;
+# single-process numerics), without the fresh-venv install test and in-process compiles: about 60 s of tests on 2 cores;
 # `make test` runs all.
 test-fast: setup
 	$(VENV)/bin/ruff check src tests
