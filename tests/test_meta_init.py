@@ -33,6 +33,8 @@ def test_fsdp_builds_on_meta_and_others_on_the_host():
     rt = Runtime(torch.device("cpu"), 0, 0, 1)
     fsdp = strategies.create(config.compose(["model=tiny", "strategy=fsdp"]), rt).build_model()
     assert meta_init.is_meta(fsdp) and all(p.is_meta for p in fsdp.parameters())
+    flce = strategies.create(config.compose(["model=tiny", "strategy=fsdp", "tricks=flce"]), rt).build_model()
+    assert meta_init.is_meta(flce)  # the fused CE head too: the replay initialises the Linear it replaced
     single = strategies.create(config.compose(["model=tiny"]), rt).build_model()
     assert not meta_init.is_meta(single) and not any(p.is_meta for p in single.parameters())
 
@@ -40,7 +42,9 @@ def test_fsdp_builds_on_meta_and_others_on_the_host():
 @pytest.mark.distributed
 def test_sharded_weights_equal_a_host_build(tmp_path):
     configs = [f"model={m},hardware=cpu-2,strategy=fsdp" for m in FAMILIES]
-    configs += ["model=tiny,hardware=cpu-2,strategy=fsdp,tricks=flce",  # the head swapped after init: built on the host
+    configs += ["model=tiny,hardware=cpu-2,strategy=fsdp,tricks=flce",  # the head swapped after init, tied or not
+                "model=tiny-llama,hardware=cpu-2,strategy=fsdp,tricks=flce",
+                "model=tiny,hardware=cpu-2,strategy=zero3,tricks=flce",
                 "model=tiny,hardware=cpu-2,strategy=fsdp-grad-op,tricks=ac,seed=7",
                 "model=tiny-gpt2,hardware=cpu-2,strategy=zero3", "model=tiny-vit,hardware=cpu-2,strategy=zero3",
                 "model=tiny-llama,hardware=cpu-2,strategy=zero3-offload"]

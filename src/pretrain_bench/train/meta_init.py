@@ -11,8 +11,8 @@ that record: construction draws are re-drawn into scratch tensors (the generator
 and each `init_weights` runs transformers' own per-module init in transformers' order, one transformer block (or one
 other top-level piece) at a time, on full-size host tensors that are then copied into this rank's shard (a ZeRO-3
 partition, through a gather) and freed. Host memory holds one block's fp32 weights at a time, never the model.
-A trick that replaces a module after init is not reproduced: with the fused CE head (which replaces the Linear head)
-the replayed head weight differs from a host build's, so the strategies build such models on the host.
+A trick that replaces a module after init is replayed on the module it replaced: the fused CE head (which takes the
+Linear head's place, and its weight, after a host build's init) is initialised as that Linear (`_replaced_heads`).
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def materialize(model: nn.Module, blocks: list[nn.Module]) -> None:
     from transformers import PreTrainedModel
     from transformers import initialization as hf_init
 
-    host = _HostCopies(model, blocks)
-    with hf_init.guard_torch_init_functions():  # as transformers' initialize_weights runs
+    with _replaced_heads(model), hf_init.guard_torch_init_functions():  # as transformers' initialize_weights runs
+        host = _HostCopies(model, blocks)
         for kind, *event in getattr(model, EVENTS):
             if kind == "random":
                 func, args, kwargs = event
@@ -108,8 +108,30 @@ def materialize(model: nn.Module, blocks: list[nn.Module]) -> None:
             else:
                 sub = event[0]
                 host.apply(sub, sub._initialize_weights, sub.is_custom_code(), PreTrainedModel)
-    host.flush()
+        host.flush()
     delattr(model, EVENTS)
+
+
+@contextlib.contextmanager
+def _replaced_heads(model: nn.Module) -> Iterator[None]:
+    """For the replay, each fused CE head back in its slot as the bias-free Linear it replaced (the same weight
+    Parameter): a host build initialised that Linear, in that place of the module order, before the swap."""
+    from pretrain_bench.train.fused_ce import FusedLinearCrossEntropyHead
+
+    swapped = []
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FusedLinearCrossEntropyHead):
+                out_features, in_features = getattr(child.weight, "ds_shape", child.weight.shape)
+                linear = nn.Linear(in_features, out_features, bias=False, device="meta")
+                linear.weight = child.weight
+                parent._modules[name] = linear  # the same key: the module order stays
+                swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            parent._modules[name] = child
 
 
 class _HostCopies:

@@ -23,10 +23,6 @@ class FSDPStrategy(TorchStrategy):
 
     def build_model(self) -> nn.Module:
         """On the meta device: no rank ever holds the whole model (parallelize materialises each rank's shard)."""
-        if self.cfg.tricks.fused_linear_ce:
-            # The meta build's replay does not yet give the fused head (it replaces the Linear head after init) the
-            # host build's initial weight: build on the host, as before, so every method starts from the same weights.
-            return super().build_model()
         return meta_init.build_on_meta(super().build_model)
 
     def parallelize(self, model: nn.Module) -> nn.Module:

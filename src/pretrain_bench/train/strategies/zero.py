@@ -25,8 +25,8 @@ class DeepSpeedStrategy(Strategy):
     def build_model(self) -> nn.Module:
         """ZeRO-3: built inside deepspeed.zero.Init, partitioned module by module as it is constructed (no rank holds
         the whole model, and no GPU receives it whole before partitioning), with the host build's initial weights."""
-        if self.cfg.strategy.zero_stage != 3 or self.cfg.tricks.fused_linear_ce:
-            return super().build_model()  # fused CE: the partitioned build misses the fused head's initial weight
+        if self.cfg.strategy.zero_stage != 3:
+            return super().build_model()
         import deepspeed
 
         deepspeed.init_distributed(dist_backend=self.rt.dist_backend)
