@@ -45,7 +45,7 @@ test: setup
 	# Two workers, each on a core of its own (OpenMP threads of workers sharing cores spin-wait on each other), whole
 	# files each (module fixtures such as the single-process reference run stay shared), longest files first
 	# (tests/conftest.py): most of the suite's time is starting real torchrun workers, which overlaps well.
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # The inner loop: everything that starts no torchrun worker (configs, errors, records, store, reports, exports,
 # single-process numerics), without the fresh-venv install test and in-process compiles: about 60 s of tests on 2 cores;

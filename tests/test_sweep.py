@@ -100,20 +100,20 @@ def finished(store: Store, cells) -> dict[str, str]:
 
 @pytest.mark.distributed
 def test_sweep_fills_the_store_and_resumes(tmp_path, capsys):
-    """Through submitit_local (each cell a separate job process, as on SLURM), one cell per hardware layout."""
-    grid = [g for g in GRID if not g.startswith("model.num_layers")]
+    """Through submitit_local (each cell a separate job process, as on SLURM); grids over several hardware layouts
+    are run by the SLURM tests and the killed-worker test."""
+    grid = [g for g in GRID if not g.startswith(("model.num_layers", "hardware"))] + ["hardware=cpu-1"]
     args = ["sweep", *grid, "hydra/launcher=submitit_local", "--store", str(tmp_path)]
     assert cli.main(args) == 0, capsys.readouterr()
     cells, _ = sweep.expand(grid)
     store = Store(tmp_path)
     assert set(finished(store, cells).values()) == {"done"}
     measured = [r for r in store.records() if r["kind"] == "throughput" and r["status"] == "ok"]
-    assert {(r["cell"]["hardware"], r["cell"]["strategy"]) for r in measured} == {("cpu-1", "single"),
-                                                                                   ("cpu-2", "ddp")}
+    assert {(r["cell"]["hardware"], r["cell"]["strategy"]) for r in measured} == {("cpu-1", "single")}
     n = len(store.records())
     capsys.readouterr()
     assert cli.main(args) == 0
-    assert "2 already done, 0 to launch" in capsys.readouterr().out
+    assert "1 already done, 0 to launch" in capsys.readouterr().out
     assert len(store.records()) == n
 
 
