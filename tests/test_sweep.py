@@ -118,15 +118,8 @@ def test_sweep_fills_the_store_and_resumes(tmp_path, capsys):
 
 
 @pytest.mark.distributed
-def test_the_basic_launcher_runs_cells_in_process(tmp_path, capsys):
-    grid = [g for g in GRID if not g.startswith(("model.num_layers", "hardware"))] + ["hardware=cpu-1"]
-    assert cli.main(["sweep", *grid, "--store", str(tmp_path)]) == 0, capsys.readouterr()
-    [cell], _ = sweep.expand(grid)
-    assert sweep.read_status(Store(tmp_path), cell.id)["state"] == "done"
-
-
-@pytest.mark.distributed
 def test_a_killed_worker_fails_its_cell_and_the_others_finish(tmp_path):
+    """Through the basic launcher (Hydra's default: cells run in turn in this process)."""
     grid = ["model=tiny", "hardware=cpu-1,cpu-2", "methods=naive", "strategies=[single,ddp]", "steps=5",
             "warmup_steps=1", "model.global_batch=4", "search_repeats=0",
             "+env.PRETRAIN_BENCH_FAULT='kill:rank=1:step=1'"]  # rank 1 exists on cpu-2 only
