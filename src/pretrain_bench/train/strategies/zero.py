@@ -19,6 +19,21 @@ from pretrain_bench.train.strategies.base import StepResult, Strategy, dtype_nam
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def init_distributed(backend: str) -> None:
+    """deepspeed.init_distributed (it adopts the process group already up), without DeepSpeed's shared-memory
+    all-reduce op on a CPU.
+
+    DeepSpeed JIT-builds that op (ninja, with a cpuinfo probe) whenever its comm backend starts on a CPU: ~50 s per
+    rank the first time in a new environment, 3-8 s per process after. Only its inference all-reduce (module_inject's
+    tensor parallelism) uses it; training's collectives go straight to torch.distributed (deepspeed/comm/torch.py),
+    so it is not built. On a GPU DeepSpeed builds nothing here, and this changes nothing."""
+    import deepspeed
+    import deepspeed.comm.torch as ds_comm
+
+    ds_comm.build_shm_op = lambda: None
+    deepspeed.init_distributed(dist_backend=backend)
+
+
 class DeepSpeedStrategy(Strategy):
     compiles_blocks = False  # the engine compiles the model itself (engine.compile), which ZeRO-3 hooks need
 
@@ -29,7 +44,7 @@ class DeepSpeedStrategy(Strategy):
             return super().build_model()
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend=self.rt.dist_backend)
+        init_distributed(self.rt.dist_backend)
         config = deepspeed_config(self.cfg, pin_memory=self.rt.device.type == "cuda")
         return meta_init.build_partitioned(super().build_model, lambda: deepspeed.zero.Init(config_dict_or_path=config),
                                            lambda model: models.blocks(model, self.cfg.model))
@@ -37,7 +52,7 @@ class DeepSpeedStrategy(Strategy):
     def wrap(self, model: nn.Module) -> nn.Module:
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend=self.rt.dist_backend)  # adopts the process group already up
+        init_distributed(self.rt.dist_backend)
         rc = self.cfg.model.recipe
         config = deepspeed_config(self.cfg, pin_memory=self.rt.device.type == "cuda")
         cpu_adam = uses_cpu_adam(self.cfg)  # else our torch AdamW, also for offloaded state on the `cpu` hardware
