@@ -133,6 +133,10 @@ def train(cfg: BenchConfig, rt: Runtime, out_dir: str,
     n_steps = cfg.warmup_steps + cfg.steps
     torch.manual_seed(cfg.seed)  # the same initial weights as our loop's model
     model = models.build_model(cfg.model, attention=cfg.tricks.attention)
+    if cfg.strategy.backend == "deepspeed":  # the Trainer starts DeepSpeed itself
+        from pretrain_bench.train.strategies import zero
+
+        zero.skip_cpu_shm_op()
     kwargs = training_arguments(cfg, out_dir)
     args = trainer_arguments(cfg, kwargs)
     timer = StepTimer(rt.device, n_steps, report=report)

@@ -19,18 +19,25 @@ from pretrain_bench.train.strategies.base import StepResult, Strategy, dtype_nam
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def init_distributed(backend: str) -> None:
-    """deepspeed.init_distributed (it adopts the process group already up), without DeepSpeed's shared-memory
-    all-reduce op on a CPU.
+def skip_cpu_shm_op() -> None:
+    """Keep DeepSpeed from building its shared-memory all-reduce op, for our strategy and for the HF Trainer's
+    DeepSpeed alike (call before DeepSpeed's comm backend starts).
 
     DeepSpeed JIT-builds that op (ninja, with a cpuinfo probe) whenever its comm backend starts on a CPU: ~50 s per
     rank the first time in a new environment, 3-8 s per process after. Only its inference all-reduce (module_inject's
-    tensor parallelism) uses it; training's collectives go straight to torch.distributed (deepspeed/comm/torch.py),
-    so it is not built. On a GPU DeepSpeed builds nothing here, and this changes nothing."""
-    import deepspeed
-    import deepspeed.comm.torch as ds_comm
+    tensor parallelism) uses it; training's collectives go straight to torch.distributed (deepspeed/comm/torch.py).
+    On a GPU DeepSpeed has no such builder, and this changes nothing."""
+    import importlib
 
-    ds_comm.build_shm_op = lambda: None
+    # by module name: `import deepspeed.comm.torch as m` would bind the `torch` that deepspeed.comm imported
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+
+
+def init_distributed(backend: str) -> None:
+    """deepspeed.init_distributed (it adopts the process group already up), without the CPU shared-memory op."""
+    import deepspeed
+
+    skip_cpu_shm_op()
     deepspeed.init_distributed(dist_backend=backend)
 
 
