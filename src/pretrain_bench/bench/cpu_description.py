@@ -10,13 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pretrain_bench.bench import launch
+
 
 def describe_cpu(timeout_s: float = 300.0) -> dict[str, float]:
     """{peak_flops, memory_bandwidth, allreduce_bandwidth, gather_bandwidth} of this host (Efficiency fields)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cpu.json"
-        # half the cores per rank, as cpu-2's ranks get them (launch.worker_env)
-        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, len(os.sched_getaffinity(0)) // 2)))
+        env = dict(os.environ, OMP_NUM_THREADS=str(launch.threads_per_rank(2)))  # as cpu-2's ranks get them
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                "-m", "pretrain_bench.train.cpu_bench", str(out)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)

@@ -43,8 +43,13 @@ def worker_env(cfg: BenchConfig) -> dict[str, str]:
     # whenever it starts several, which leaves DeepSpeed's CPU Adam (ZeRO offload) on one core per GPU and would
     # understate offload's speed; on CPU hardware the ranks are the compute, so they must not oversubscribe.
     # `+env.OMP_NUM_THREADS=…` overrides.
-    env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // cfg.hardware.gpus_per_node))
+    env["OMP_NUM_THREADS"] = str(threads_per_rank(cfg.hardware.gpus_per_node))
     return {**env, **cfg.env}
+
+
+def threads_per_rank(ranks_per_node: int) -> int:
+    """This node's cores (those this process may use) shared between its ranks."""
+    return max(1, len(os.sched_getaffinity(0)) // ranks_per_node)
 
 
 def free_port() -> int:
